@@ -1,0 +1,209 @@
+"""Audio input: any file libsndfile reads, to float32, with an explicit channel policy.
+
+Channel policy (``channels=``): ``"mean"`` averages all channels (mono result), ``"first"`` keeps
+channel 0, an ``int`` keeps that channel, ``"all"`` returns (C, N). Integer PCM is scaled by
+libsndfile to [-1, 1) (int16 / 32768, etc.). Resampling uses ``scipy.signal.resample_poly``.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Iterator, Union
+
+import numpy as np
+
+Channels = Union[str, int]
+
+
+class AudioError(ValueError):
+    """Base class: the audio input cannot be used (message names the file and the problem)."""
+
+
+class AudioNotFoundError(AudioError, FileNotFoundError):
+    pass
+
+
+class EmptyAudioError(AudioError):
+    pass
+
+
+class CorruptAudioError(AudioError):
+    pass
+
+
+class NonFiniteAudioError(AudioError):
+    pass
+
+
+class UnsupportedAudioError(AudioError):
+    pass
+
+
+def _sf():
+    import soundfile
+
+    return soundfile
+
+
+def audio_info(path: str | os.PathLike):
+    """soundfile's info, with clear errors for missing, empty and unreadable files."""
+    p = Path(path)
+    if not p.exists():
+        raise AudioNotFoundError(f"{p}: no such audio file")
+    if p.is_dir():
+        raise UnsupportedAudioError(f"{p}: is a folder, not an audio file")
+    if p.stat().st_size == 0:
+        raise EmptyAudioError(f"{p}: file is empty (0 bytes)")
+    sf = _sf()
+    try:
+        info = sf.info(str(p))
+    except sf.LibsndfileError as err:
+        msg = str(err)
+        kind = UnsupportedAudioError if "unknown format" in msg.lower() or \
+            "format not recognised" in msg.lower() else CorruptAudioError
+        raise kind(f"{p}: not a readable audio file ({msg})") from None
+    except RuntimeError as err:
+        raise CorruptAudioError(f"{p}: not a readable audio file ({err})") from None
+    if info.frames <= 0:
+        raise EmptyAudioError(f"{p}: contains no audio samples")
+    if info.samplerate <= 0:
+        raise CorruptAudioError(f"{p}: invalid sample rate {info.samplerate}")
+    return info
+
+
+def _declared_frames(path: Path, info) -> int | None:
+    """Frame count a WAV header declares (libsndfile silently shortens truncated files)."""
+    if info.format not in ("WAV", "WAVEX") or not info.subtype.startswith(("PCM", "FLOAT", "DOUBLE")):
+        return None
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    pos = 12
+    while pos + 8 <= len(head):
+        cid, size = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if cid == b"data":
+            frame_bytes = info.channels * np.dtype(_SUBTYPE_BYTES.get(info.subtype, "u1")).itemsize
+            if size in (0, 0xFFFFFFFF) or frame_bytes == 0:
+                return None  # streaming writers leave the size unset
+            return size // frame_bytes
+        pos += 8 + size + (size & 1)
+    return None
+
+
+_SUBTYPE_BYTES = {"PCM_U8": "u1", "PCM_S8": "i1", "PCM_16": "i2", "PCM_24": "V3", "PCM_32": "i4",
+                  "FLOAT": "f4", "DOUBLE": "f8"}
+
+
+def check_waveform(x: np.ndarray, name: str = "audio", *, min_samples: int = 1) -> np.ndarray:
+    """Raise a clear error for empty or non-finite audio; return float32 data."""
+    x = np.asarray(x)
+    if x.size == 0 or x.shape[-1] < min_samples:
+        raise EmptyAudioError(f"{name}: {x.shape[-1] if x.ndim else 0} samples, at least "
+                              f"{min_samples} needed")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise UnsupportedAudioError(f"{name}: expected floating-point samples, got {x.dtype}")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        idx = int(np.argmax(bad.reshape(-1)))
+        raise NonFiniteAudioError(f"{name}: contains {int(bad.sum())} NaN/Inf samples "
+                                  f"(first at flat index {idx})")
+    return x.astype(np.float32, copy=False)
+
+
+def select_channels(x: np.ndarray, channels: Channels, name: str = "audio") -> np.ndarray:
+    """(C, N) -> policy result; see module docstring."""
+    if channels == "all":
+        return x
+    if channels == "mean":
+        return x.mean(axis=0, dtype=np.float32) if x.shape[0] > 1 else x[0]
+    if channels == "first":
+        return x[0]
+    if isinstance(channels, int) and not isinstance(channels, bool):
+        if not -x.shape[0] <= channels < x.shape[0]:
+            raise UnsupportedAudioError(f"{name}: channel {channels} requested, file has "
+                                        f"{x.shape[0]}")
+        return x[channels]
+    raise ValueError(f"channels must be 'mean', 'first', 'all' or an int, got {channels!r}")
+
+
+def resample(x: np.ndarray, orig_sr: int, new_sr: int, axis: int = -1) -> np.ndarray:
+    """Polyphase resampling (``scipy.signal.resample_poly``) by the reduced ratio; float32 out."""
+    if orig_sr <= 0 or new_sr <= 0:
+        raise ValueError(f"sample rates must be positive, got {orig_sr} -> {new_sr}")
+    if orig_sr == new_sr:
+        return np.asarray(x, dtype=np.float32)
+    from scipy.signal import resample_poly
+
+    g = math.gcd(int(orig_sr), int(new_sr))
+    return resample_poly(x, new_sr // g, orig_sr // g, axis=axis).astype(np.float32, copy=False)
+
+
+def load_audio(path: str | os.PathLike, *, sr: int | None = None, channels: Channels = "mean",
+               start_s: float = 0.0, duration_s: float | None = None) -> tuple[np.ndarray, int]:
+    """Read ``path`` as float32; returns ``(samples, sample_rate)``.
+
+    ``sr`` resamples when the file's rate differs. ``start_s``/``duration_s`` read a slice.
+    """
+    p = Path(path)
+    info = audio_info(p)
+    sf = _sf()
+    first = int(round(start_s * info.samplerate))
+    count = -1 if duration_s is None else int(round(duration_s * info.samplerate))
+    try:
+        data, file_sr = sf.read(str(p), start=first, frames=count, dtype="float32",
+                                always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise CorruptAudioError(f"{p}: reading failed ({err})") from None
+    if start_s == 0 and duration_s is None:
+        declared = _declared_frames(p, info)
+        if declared is not None and data.shape[0] < declared:
+            raise CorruptAudioError(f"{p}: truncated: header declares {declared} frames, file "
+                                    f"holds {data.shape[0]}")
+    x = check_waveform(np.ascontiguousarray(data.T), str(p))
+    x = select_channels(x, channels, str(p))
+    if sr is not None and sr != file_sr:
+        x = resample(x, file_sr, sr)
+        file_sr = sr
+    return x, int(file_sr)
+
+
+def iter_blocks(path: str | os.PathLike, block_s: float, *, sr: int | None = None,
+                channels: Channels = "mean") -> Iterator[tuple[float, np.ndarray]]:
+    """Yield ``(start_seconds, block)`` over a long file with bounded memory.
+
+    With resampling, each block is read with enough context for the polyphase filter and cut on
+    sample boundaries that map exactly between the two rates, so the concatenated blocks equal
+    resampling the whole file (up to float rounding).
+    """
+    p = Path(path)
+    info = audio_info(p)
+    sf = _sf()
+    src_sr = info.samplerate
+    out_sr = sr or src_sr
+    g = math.gcd(src_sr, out_sr)
+    up, down = out_sr // g, src_sr // g
+    step = max(down, int(round(block_s * src_sr)) // down * down)  # multiple of `down`
+    ctx = 0 if up == down else math.ceil(10 * max(up, down) / up / down + 1) * down
+    with sf.SoundFile(str(p)) as fh:
+        total = fh.frames
+        for start in range(0, total, step):
+            lo, hi = max(0, start - ctx), min(total, start + step + ctx)
+            fh.seek(lo)
+            data = fh.read(hi - lo, dtype="float32", always_2d=True)
+            x = check_waveform(np.ascontiguousarray(data.T), f"{p} [{start / src_sr:.1f} s]")
+            x = select_channels(x, channels, str(p))
+            if up != down:
+                y = resample(x, src_sr, out_sr)
+                a = (start - lo) * up // down
+                n = (min(start + step, total) - start) * up
+                y = y[..., a:a + -(-n // down)]
+            else:
+                y = x[..., start - lo:start - lo + min(step, total - start)]
+            yield start / src_sr, y
+
+
+def write_audio(path: str | os.PathLike, x: np.ndarray, sr: int, subtype: str = "PCM_16") -> Path:
+    """Write (N,) or (C, N) float samples."""
+    x = np.asarray(x)
+    _sf().write(str(path), x.T if x.ndim == 2 else x, int(sr), subtype=subtype)
+    return Path(path)
