@@ -35,7 +35,7 @@ def _hub_error(source: str, what: str, err: Exception) -> ModelSourceError:
         hint = (" No network or HF_HUB_OFFLINE=1 and not in the local cache: download it once "
                 "with network access, or pass a local path.")
     return ModelSourceError(f"could not get {what} from Hugging Face repo {source!r}: "
-                            f"{name}: {err}.{hint}")
+                            f"{name}: {str(err).rstrip('.')}.{hint}")
 
 
 def resolve_file(source: str | os.PathLike, filename: str | None = None, *,

@@ -204,11 +204,14 @@ class _LazyStorage(_Storage):
 
 def _legacy_load(f: BinaryIO, stub_modules) -> Any:
     """torch < 1.6 file: magic, protocol, sys info, object pickle, storage keys, raw storages."""
-    magic = pickle.load(f)
+    def plain():  # even the header pickles go through the allow-list
+        return RestrictedUnpickler(f, storages={}).load()
+
+    magic = plain()
     if magic != 0x1950A86A20F9469CFC6C:
         raise pickle.UnpicklingError("not a torch legacy checkpoint (bad magic number)")
-    pickle.load(f)  # protocol version
-    pickle.load(f)  # sys info
+    plain()  # protocol version
+    plain()  # sys info
     storages: dict[str, _LazyStorage] = {}
     rebuilt: list = []
 
@@ -219,7 +222,7 @@ def _legacy_load(f: BinaryIO, stub_modules) -> Any:
 
     obj = RestrictedUnpickler(f, stub_modules=stub_modules, storages=storages,
                               rebuild=deferred_rebuild).load()
-    keys = pickle.load(f)
+    keys = plain()
     for key in keys:
         (n,) = struct.unpack("<q", f.read(8))
         st = storages[str(key)]
@@ -283,6 +286,8 @@ def restricted_load(source: str | os.PathLike | bytes | BinaryIO, *,
     buf.seek(0)
     try:
         return _legacy_load(buf, stub_modules)
+    except UnsafePickleError:
+        raise
     except (pickle.UnpicklingError, EOFError, struct.error, KeyError):
         buf.seek(0)
     return RestrictedUnpickler(buf, stub_modules=stub_modules, storages={}).load()
