@@ -1,0 +1,219 @@
+"""Checkpoint converters: fastai v1 export pickle, fastai state dict, HF model_v1 safetensors.
+
+Layouts (port keys are torchvision ResNet names, see model.py):
+* fastai ``cnn_learner``: ``0.0`` conv1, ``0.1`` bn1, ``0.4``-``0.7`` layer1-4, head
+  ``1.2/1.4/1.6/1.8`` = ``fc.1/fc.3/fc.5/fc.7``.
+* HF ``orcasound/orcahello-srkw-detector-v1`` (PyTorchModelHubMixin): ``model.`` + port keys.
+
+The production ``model.pkl`` (``Learner.export``) pickles the whole fastai Learner, whose
+``model`` entry is the nn.Module tree. It is read with ``ports.common.unpickle``: torch/fastai/
+fastai_audio/torchvision classes become inert stubs, no code from the file runs, and any other
+global (``os.system``, ``builtins.eval`` ...) is refused.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from ports.common.convert import (ConversionError, Drop, KeyMap, Rule, check_keys,
+                                  load_state_dict, read_safetensors, save_safetensors)
+from ports.common.unpickle import Stub, restricted_load, stub_tree_state_dict
+
+# Modules whose classes a fastai v1 export may name; they load as inert stubs.
+FASTAI_STUB_MODULES = (
+    "fastai", "audio", "torchvision", "torch.nn", "torch.optim", "functools", "pathlib",
+    "fastprogress", "pandas", "spacy",
+)
+
+_NBT = r".*\.num_batches_tracked"
+
+FASTAI_TO_PORT = KeyMap([
+    Rule(r"0\.0\.weight", "conv1.weight"),
+    Rule(r"0\.1\.(.+)", r"bn1.\1"),
+    Rule(r"0\.4\.(.+)", r"layer1.\1"),
+    Rule(r"0\.5\.(.+)", r"layer2.\1"),
+    Rule(r"0\.6\.(.+)", r"layer3.\1"),
+    Rule(r"0\.7\.(.+)", r"layer4.\1"),
+    Rule(r"1\.2\.(.+)", r"fc.1.\1"),
+    Rule(r"1\.4\.(.+)", r"fc.3.\1"),
+    Rule(r"1\.6\.(.+)", r"fc.5.\1"),
+    Rule(r"1\.8\.(.+)", r"fc.7.\1"),
+], what="fastai state dict")
+
+PORT_TO_FASTAI = KeyMap([
+    Rule(r"conv1\.weight", "0.0.weight"),
+    Rule(r"bn1\.(.+)", r"0.1.\1"),
+    Rule(r"layer1\.(.+)", r"0.4.\1"),
+    Rule(r"layer2\.(.+)", r"0.5.\1"),
+    Rule(r"layer3\.(.+)", r"0.6.\1"),
+    Rule(r"layer4\.(.+)", r"0.7.\1"),
+    Rule(r"fc\.1\.(.+)", r"1.2.\1"),
+    Rule(r"fc\.3\.(.+)", r"1.4.\1"),
+    Rule(r"fc\.5\.(.+)", r"1.6.\1"),
+    Rule(r"fc\.7\.(.+)", r"1.8.\1"),
+], what="port state dict")
+
+HF_TO_PORT = KeyMap([Rule(r"model\.(.+)", r"\1")], what="HF model_v1 state dict")
+PORT_TO_HF = KeyMap([Rule(r"(.+)", r"model.\1")], what="port state dict")
+
+
+def port_shapes(with_nbt: bool = True) -> dict[str, tuple]:
+    from .model import OrcaResNet50, param_shapes
+
+    shapes = param_shapes(OrcaResNet50())
+    return shapes if with_nbt else {k: v for k, v in shapes.items()
+                                    if not k.endswith("num_batches_tracked")}
+
+
+def _finish(out: dict, expected_full: Mapping[str, tuple]) -> dict[str, np.ndarray]:
+    """BatchNorm ``num_batches_tracked`` is optional (unused at inference): filled with 0 when a
+    checkpoint has none; every other key is strict."""
+    if not any(k.endswith("num_batches_tracked") for k in out):
+        for k, s in expected_full.items():
+            if k.endswith("num_batches_tracked"):
+                out[k] = np.zeros(s, np.int64)
+    check_keys(out, expected_full, what="converted OrcaHello weights")
+    for k, v in out.items():
+        if not k.endswith("num_batches_tracked") and v.dtype != np.float32:
+            out[k] = v.astype(np.float32)
+    return out
+
+
+def _expected_for(src_has_nbt: bool):
+    full = port_shapes(True)
+    return full, (full if src_has_nbt else port_shapes(False))
+
+
+def _scalar_nbt(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    # num_batches_tracked is a 0-d tensor; ports.common.convert.save_safetensors writes it as
+    # shape (1,) (np.ascontiguousarray makes arrays at least 1-d): accept both
+    return {k: (np.asarray(v).reshape(()) if k.endswith("num_batches_tracked")
+                and np.asarray(v).size == 1 else v) for k, v in sd.items()}
+
+
+def _has_nbt(sd: Mapping) -> bool:
+    return any(k.endswith("num_batches_tracked") for k in sd)
+
+
+def fastai_to_port(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    sd = _scalar_nbt(sd)
+    full, exp = _expected_for(_has_nbt(sd))
+    return _finish(FASTAI_TO_PORT.apply(sd, expected=exp), full)
+
+
+def hf_to_port(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    sd = _scalar_nbt(sd)
+    full, exp = _expected_for(_has_nbt(sd))
+    return _finish(HF_TO_PORT.apply(sd, expected=exp), full)
+
+
+def port_to_fastai(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    check_keys(sd, port_shapes(True), what="port state dict")
+    return PORT_TO_FASTAI.apply(sd)
+
+
+def port_to_hf(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    check_keys(sd, port_shapes(True), what="port state dict")
+    return PORT_TO_HF.apply(sd)
+
+
+def detect_layout(sd: Mapping[str, np.ndarray]) -> str:
+    if "model.conv1.weight" in sd:
+        return "hf"
+    if "0.0.weight" in sd:
+        return "fastai"
+    if "conv1.weight" in sd:
+        return "port"
+    raise ConversionError(missing=["conv1.weight | model.conv1.weight | 0.0.weight"],
+                          what="OrcaHello checkpoint (unknown layout)")
+
+
+def to_port(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    layout = detect_layout(sd)
+    if layout == "hf":
+        return hf_to_port(sd)
+    if layout == "fastai":
+        return fastai_to_port(sd)
+    sd = _scalar_nbt(sd)
+    full, exp = _expected_for(_has_nbt(sd))
+    return _finish(KeyMap([Rule(r".+")], what="port state dict").apply(sd, expected=exp), full)
+
+
+def read_fastai_export(path: str | Path) -> dict[str, np.ndarray]:
+    """State dict (fastai layout) of a fastai v1 ``Learner.export()`` pickle, without fastai."""
+    obj = restricted_load(path, stub_modules=FASTAI_STUB_MODULES)
+    if isinstance(obj, Stub):
+        module = obj
+    elif isinstance(obj, Mapping) and isinstance(obj.get("model"), Stub):
+        module = obj["model"]
+    elif isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        return {k: np.asarray(v) for k, v in obj["model"].items()}  # Learner.save() file
+    else:
+        raise ValueError(f"{path}: not a fastai v1 export (no 'model' module in the pickle)")
+    return stub_tree_state_dict(module)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
+    """Any supported checkpoint -> port state dict (numpy). Strict."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        sd = read_safetensors(path)[0]
+    else:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+        if len(head) >= 9 and head[8:9] == b"{":
+            sd = read_safetensors(path)[0]
+        else:
+            try:
+                sd = read_fastai_export(path)
+            except ValueError:
+                sd = load_state_dict(path, stub_modules=FASTAI_STUB_MODULES)
+    return to_port(sd)
+
+
+def hf_config() -> dict:
+    """config.json beside model.safetensors, in upstream model_v1's DetectorInferenceConfig
+    form (PyTorchModelHubMixin stores the ``config`` init argument)."""
+    from .config import FrontendConfig, ModelConfig
+
+    fe, mc = FrontendConfig(), ModelConfig()
+    return {
+        "audio": {"downmix_mono": True, "resample_rate": fe.resample_to},
+        "spectrogram": {"sample_rate": fe.mel_sample_rate, "n_fft": fe.n_fft,
+                        "hop_length": fe.hop_length, "mel_n_filters": fe.n_mels,
+                        "mel_f_min": fe.f_min, "mel_f_max": fe.f_max, "mel_f_pad": 0,
+                        "convert_to_db": True, "top_db": int(fe.top_db)},
+        "model": {"name": "orcahello-srkw-detector-v1", "input_pad_s": fe.duration_ms / 1000,
+                  "num_classes": mc.num_classes, "call_class_index": mc.call_class_index},
+        "inference": {"window_s": float(fe.window_s), "window_hop_s": float(fe.hop_s),
+                      "local_conf_threshold": 0.5, "global_pred_threshold": 3},
+    }
+
+
+def save_hf(sd_port: Mapping[str, np.ndarray], out: str | Path) -> Path:
+    """Write ``model.safetensors`` (HF layout) + ``config.json`` into folder ``out`` (or, when
+    ``out`` ends in .safetensors, that file with config.json beside it)."""
+    out = Path(out)
+    if out.suffix == ".safetensors":
+        folder, file = out.parent, out
+    else:
+        folder, file = out, out / "model.safetensors"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_safetensors(port_to_hf(sd_port), file, metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(hf_config(), indent=2))
+    return file
+
+
+def convert(src: str, dst: str) -> None:
+    """``ports convert orca_v1 SRC DST``: fastai model.pkl / state dict / HF / port -> HF layout."""
+    save_hf(load_checkpoint(src), dst)
+
+
+__all__ = ["FASTAI_STUB_MODULES", "fastai_to_port", "port_to_fastai", "hf_to_port", "port_to_hf",
+           "detect_layout", "to_port", "read_fastai_export", "load_checkpoint", "save_hf",
+           "convert", "hf_config", "Drop"]

@@ -1,0 +1,161 @@
+"""OrcaHello v1 detection without fastai: file -> minutes -> windows -> mels -> scores -> decisions.
+
+Files of any length are cut into consecutive 60-s pieces, each handled like one live-system minute
+(its own Stage A windows 0..floor(L)-2, its own aggregation). Memory is bounded by one minute.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .config import HF_REPO, DetectConfig, FrontendConfig, ModelConfig, OrcaConfig
+from .detect import Detection, MinuteResult, aggregate, merge_detections
+from .frontend import Features, features, iter_chunks
+
+_WEIGHT_NAMES = ("model.safetensors", "model.pkl", "pytorch_model.bin", "model.pt", "model.pth")
+
+
+@dataclass
+class FileResult:
+    path: str
+    duration_s: float
+    samplerate: int
+    channels: int
+    minutes: list[MinuteResult]
+    detections: list[Detection]
+    starts: np.ndarray | None = None     # file-time window starts (s) when mels were kept
+    ends: np.ndarray | None = None
+    mels: np.ndarray | None = None       # (W, 256, 312) exact model inputs
+    note: str = ""
+
+    @property
+    def global_prediction(self) -> int:
+        return int(any(m.global_prediction for m in self.minutes))
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "duration_s": self.duration_s, "samplerate": self.samplerate,
+                "channels": self.channels, "global_prediction": self.global_prediction,
+                "note": self.note, "minutes": [m.to_dict() for m in self.minutes],
+                "detections": [d.__dict__ for d in self.detections]}
+
+
+class OrcaDetector:
+    def __init__(self, model, cfg: OrcaConfig | None = None, *, device: str = "cpu",
+                 channels_last: bool = True):
+        import torch
+
+        self.cfg = cfg or OrcaConfig()
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+        self.model = model.eval().to(self.device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    # ------------------------------------------------------------ loading
+    @classmethod
+    def from_state_dict(cls, sd, cfg: OrcaConfig | None = None, **kw) -> "OrcaDetector":
+        import torch
+
+        from .convert import to_port
+        from .model import OrcaResNet50
+
+        sd = to_port(sd)
+        model = OrcaResNet50((cfg or OrcaConfig()).model)
+        model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()},
+                              strict=True)
+        return cls(model, cfg, **kw)
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike = HF_REPO, *, revision: str | None = None,
+                        token: str | None = None, cfg: OrcaConfig | None = None,
+                        **kw) -> "OrcaDetector":
+        """HF repo id (``model.safetensors``), a folder holding model.safetensors / model.pkl,
+        or a checkpoint file (HF/port safetensors, fastai export ``model.pkl``, fastai state
+        dict)."""
+        from ports.common.hub import ModelSourceError, resolve_file
+
+        from .convert import load_checkpoint
+
+        p = Path(source).expanduser()
+        if p.is_dir():
+            found = [p / n for n in _WEIGHT_NAMES if (p / n).is_file()]
+            if not found:
+                raise ModelSourceError(f"{p}: none of {', '.join(_WEIGHT_NAMES)} in this folder")
+            path = found[0]
+        elif p.is_file():
+            path = p
+        else:
+            path = resolve_file(str(source), "model.safetensors", revision=revision, token=token)
+        return cls.from_state_dict(load_checkpoint(path), cfg, **kw)
+
+    # ------------------------------------------------------------ scoring
+    def scores(self, mels: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """(W, 256, 312) dB mels -> (W,) softmax[positive], float64 like fastai's ``.item()``."""
+        import torch
+
+        bs = batch_size or self.cfg.detect.batch_size
+        out = np.zeros(len(mels), np.float64)
+        with torch.inference_mode():
+            for i in range(0, len(mels), bs):
+                x = torch.from_numpy(np.ascontiguousarray(mels[i:i + bs], np.float32))
+                x = x.unsqueeze(1).to(self.device)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                logits = self.model(x).float()
+                p = torch.softmax(logits, dim=1)[:, self.cfg.model.call_class_index]
+                out[i:i + bs] = p.cpu().numpy()
+        return out
+
+    # ------------------------------------------------------------ detection
+    def detect_samples(self, samples: np.ndarray, sr: int, *, offset_s: float = 0.0,
+                       keep_mels: bool = False) -> tuple[MinuteResult, Features]:
+        x = np.asarray(samples)
+        feats = features(x, sr, self.cfg.frontend)
+        s = self.scores(feats.mels) if len(feats.mels) else np.zeros(0)
+        res = aggregate(s, feats.starts, self.cfg.detect, offset_s=offset_s,
+                        duration_s=x.shape[0] / sr)
+        if not keep_mels:
+            feats.mels = feats.mels[:0]
+        return res, feats
+
+    def detect_file(self, path: str | os.PathLike, *, minute_s: float | None = "default",
+                    keep_mels: bool = False, progress: bool = False) -> FileResult:
+        from ports.common.progress import progress as _progress
+
+        if minute_s == "default":
+            minute_s = self.cfg.detect.minute_s
+        minutes: list[MinuteResult] = []
+        starts, ends, mels = [], [], []
+        info = None
+        chunks = iter_chunks(path, minute_s)
+        for off, x, src in _progress(chunks, desc=Path(path).name, unit="min") if progress \
+                else chunks:
+            info = src
+            res, f = self.detect_samples(x, src.samplerate, offset_s=off, keep_mels=keep_mels)
+            minutes.append(res)
+            if keep_mels and len(f.starts):
+                starts.append(f.starts + off)
+                ends.append(f.ends + off)
+                mels.append(f.mels)
+        note = ""
+        if info is not None and not any(m.starts for m in minutes):
+            note = (f"{path}: {info.duration_s:.3f} s is shorter than one 2-s window: "
+                    "no prediction")
+        fr = FileResult(str(path), info.duration_s, info.samplerate, info.channels, minutes,
+                        merge_detections(minutes), note=note)
+        if keep_mels:
+            fr.starts = np.concatenate(starts) if starts else np.zeros(0)
+            fr.ends = np.concatenate(ends) if ends else np.zeros(0)
+            fr.mels = np.concatenate(mels) if mels else np.zeros((0, 256, 312), np.float32)
+        return fr
+
+
+def from_pretrained(source: str | os.PathLike = HF_REPO, **kw) -> OrcaDetector:
+    return OrcaDetector.from_pretrained(source, **kw)
+
+
+__all__ = ["OrcaDetector", "FileResult", "from_pretrained"]
