@@ -1,0 +1,234 @@
+"""S3Gen flow (MLX) against chatterbox 0.1.7's own `CausalMaskedDiffWithXvec`, stage by stage.
+
+Random seeded weights with chatterbox's hyper-parameters: the original flow is built by
+`S3Token2Mel` itself (tokenizer and CAMPPlus patched out: they are not part of the flow), its
+state dict converted with FLOW_RULES through a strict KeyMap. Intermediates of the original come
+from forward hooks and a recording wrapper around its estimator (the solver calls
+`estimator.forward` directly, which skips hooks). The noise is the original's own draw:
+`torch.manual_seed(s)` before `flow.inference` makes `randn_like(mu)` equal `torch.randn(1, 80, T)`.
+"""
+from __future__ import annotations
+
+from unittest import mock
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ports.common.convert import ConversionError, KeyMap  # noqa: E402
+from ports.s3gen import flow as F  # noqa: E402
+
+import chatterbox.models.s3gen.s3gen as cb_s3gen  # noqa: E402  (after mlx: BLAS preload first)
+
+ENC_MAX_ABS = 1e-4
+
+
+def _perturb_(module: "torch.nn.Module", seed: int) -> None:
+    """Make default-initialised constants (LayerNorm 1/0, zero biases, identity mixer) random so
+    that a swapped or dropped tensor shows up."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("bias"):
+                p.copy_(0.02 * torch.randn(p.shape, generator=g))
+            elif p.ndim == 1:
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            elif "time_embed_mixer" in name:
+                p.add_(0.02 * torch.randn(p.shape, generator=g))
+
+
+def _build_original(meanflow: bool, seed: int):
+    torch.manual_seed(seed)
+    stub = lambda *a, **k: torch.nn.Identity()  # noqa: E731
+    with mock.patch.object(cb_s3gen, "S3Tokenizer", stub), mock.patch.object(cb_s3gen, "CAMPPlus", stub):
+        t2m = cb_s3gen.S3Token2Mel(meanflow=meanflow)
+    flow = t2m.flow.eval()
+    _perturb_(flow, seed + 1)
+    return flow
+
+
+def _build_port(flow_t, meanflow: bool):
+    port = F.CausalMaskedDiffWithXvec(meanflow=meanflow)
+    src = {"flow." + k: v.detach().numpy() for k, v in flow_t.state_dict().items()}
+    F.load_flow_state_dict(port, src, prefix="flow.")
+    return port
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    # the machine is shared: two torch threads under load are ~10x slower than one
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def standard():
+    flow_t = _build_original(False, 1234)
+    return flow_t, _build_port(flow_t, False)
+
+
+@pytest.fixture(scope="module")
+def meanflow():
+    flow_t = _build_original(True, 4321)
+    return flow_t, _build_port(flow_t, True)
+
+
+def _inputs(n_tok: int, n_prompt: int, seed: int):
+    rng = np.random.default_rng(seed)
+    tok = rng.integers(0, F.VOCAB_SIZE, (1, n_tok))
+    ptok = rng.integers(0, F.VOCAB_SIZE, (1, n_prompt))
+    pfeat = (rng.standard_normal((1, 2 * n_prompt, 80)) * 2.0 - 5.0).astype(np.float32)
+    xvec = rng.standard_normal((1, 192)).astype(np.float32)
+    return tok, ptok, pfeat, xvec
+
+
+def _run_original(flow_t, tok, ptok, pfeat, xvec, seed: int, meanflow: bool):
+    rec = {}
+
+    def hook(name, pick=lambda o: o):
+        def fn(mod, args, out):
+            rec[name] = pick(out).detach().clone().numpy()
+        return fn
+
+    hs = [flow_t.spk_embed_affine_layer.register_forward_hook(hook("embedding")),
+          flow_t.input_embedding.register_forward_hook(hook("token_embedding")),
+          flow_t.encoder.register_forward_hook(hook("encoder_out", lambda o: o[0])),
+          flow_t.encoder_proj.register_forward_hook(hook("mu", lambda o: o.transpose(1, 2)))]
+    est = flow_t.decoder.estimator
+    orig_forward = est.forward
+    calls = []
+
+    def recording_forward(*args, **kw):
+        x = kw["x"] if "x" in kw else args[0]
+        out = orig_forward(*args, **kw)
+        calls.append((x.detach().clone().numpy(), out.detach().clone().numpy()))
+        return out
+
+    est.forward = recording_forward
+    try:
+        T = 2 * (tok.shape[1] + ptok.shape[1])
+        torch.manual_seed(seed)
+        noise = torch.randn(1, 80, T).numpy()
+        torch.manual_seed(seed)
+        mel, _ = flow_t.inference(
+            token=torch.from_numpy(tok), token_len=torch.tensor([tok.shape[1]]),
+            prompt_token=torch.from_numpy(ptok), prompt_token_len=torch.tensor([ptok.shape[1]]),
+            prompt_feat=torch.from_numpy(pfeat), prompt_feat_len=None,
+            embedding=torch.from_numpy(xvec), finalize=True,
+            n_timesteps=2 if meanflow else 10, meanflow=meanflow)
+    finally:
+        del est.forward
+        for h in hs:
+            h.remove()
+    rec["mel"] = mel.numpy()
+    rec["noise"] = noise
+    rec["estimator_in"] = [c[0] for c in calls]
+    rec["estimator_out"] = [c[1] for c in calls]
+    return rec
+
+
+def _cmp(rows, name, port, ref, max_abs=None, mean_abs=None):
+    port = np.asarray(port, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert port.shape == ref.shape, f"{name}: shape {port.shape} != {ref.shape}"
+    d = np.abs(port - ref)
+    row = (name, float(d.max()), float(d.mean()), float(np.abs(ref).max()))
+    rows.append(row)
+    ok = (max_abs is None or row[1] <= max_abs) and (mean_abs is None or row[2] <= mean_abs)
+    return ok
+
+
+def _report(rows):
+    return "\n".join(f"{n:28s} max_abs {a:.3e}  mean_abs {m:.3e}  (ref max {r:.3g})" for n, a, m, r in rows)
+
+
+def _parity(flow_t, port, n_tok, n_prompt, seed, meanflow):
+    tok, ptok, pfeat, xvec = _inputs(n_tok, n_prompt, seed)
+    ref = _run_original(flow_t, tok, ptok, pfeat, xvec, seed, meanflow)
+    mel, st = port.inference(tok, [n_tok], ptok, [n_prompt], pfeat, xvec, noise=ref["noise"],
+                             meanflow=meanflow, return_stages=True)
+    rows, bad = [], []
+    checks = [
+        ("speaker projection", st["embedding"], ref["embedding"], 1e-5, None),
+        ("token embedding", st["token_embedding"], ref["token_embedding"], 0.0, None),
+        ("encoder output", st["encoder_out"], ref["encoder_out"], ENC_MAX_ABS, None),
+        ("mu", st["mu"], ref["mu"], ENC_MAX_ABS, None),
+    ]
+    n_steps = len(st["estimator_out"])
+    assert len(ref["estimator_out"]) == n_steps
+    for i in range(n_steps):
+        if i > 0:
+            checks.append((f"state {i}", st["states"][i - 1], ref["estimator_in"][i][:1], None, None))
+        checks.append((f"velocity field {i}", st["estimator_out"][i], ref["estimator_out"][i], None, None))
+    checks.append(("final mel", mel, ref["mel"], 1e-3, 0.01))
+    for name, p, r, ma, me in checks:
+        if not _cmp(rows, name, np.array(p), r, ma, me):
+            bad.append(name)
+    print(_report(rows))
+    return rows, bad
+
+
+@pytest.mark.parametrize("n_tok,n_prompt", [(25, 0), (25, 25)])
+def test_flow_parity_standard(standard, n_tok, n_prompt):
+    rows, bad = _parity(*standard, n_tok, n_prompt, seed=7 + n_prompt, meanflow=False)
+    assert not bad, f"stages out of tolerance: {bad}\n{_report(rows)}"
+
+
+def test_flow_parity_meanflow(meanflow):
+    rows, bad = _parity(*meanflow, 30, 20, seed=11, meanflow=True)
+    assert not bad, f"stages out of tolerance: {bad}\n{_report(rows)}"
+
+
+def test_encoder_parity_100_tokens(standard):
+    """Encoder + mu for 100 tokens with a 1 s (25-token) prompt, through the original's modules."""
+    flow_t, port = standard
+    tok, ptok, pfeat, xvec = _inputs(100, 25, 3)
+    all_tok = torch.from_numpy(np.concatenate([ptok, tok], axis=1))
+    with torch.inference_mode():
+        h, _ = flow_t.encoder(flow_t.input_embedding(all_tok), torch.tensor([all_tok.shape[1]]))
+        mu = flow_t.encoder_proj(h)
+    import mlx.core as mx
+    h_p = port.encoder(port.input_embedding(mx.array(all_tok.numpy().astype(np.int32))))
+    mu_p = port.encoder_proj(h_p)
+    rows = []
+    ok = _cmp(rows, "encoder output (100+25 tok)", np.array(h_p), h.numpy(), ENC_MAX_ABS)
+    ok &= _cmp(rows, "mu (100+25 tok)", np.array(mu_p), mu.numpy(), ENC_MAX_ABS)
+    print(_report(rows))
+    assert ok, _report(rows)
+
+
+def test_flow_rules_strict(standard):
+    flow_t, _ = standard
+    src = {"flow." + k: v.detach().numpy() for k, v in flow_t.state_dict().items()}
+    port = F.CausalMaskedDiffWithXvec()
+    expected = F.flow_param_shapes(port, "flow.")
+    out = KeyMap(F.FLOW_RULES).apply(src, expected=expected)
+    assert out["flow.encoder.up_layer.conv.weight"].shape == (512, 5, 512)
+    missing = dict(src)
+    del missing["flow.encoder.encoders.3.self_attn.pos_bias_u"]
+    with pytest.raises(ConversionError, match=r"encoders\.3\.self_attn\.pos_bias_u"):
+        F.load_flow_state_dict(port, missing)
+    extra = dict(src)
+    extra["flow.decoder.estimator.time_embed_mixer.weight"] = np.zeros((1024, 2048), np.float32)
+    with pytest.raises(ConversionError, match="time_embed_mixer"):
+        F.load_flow_state_dict(port, extra)
+
+
+def test_bad_input(standard):
+    _, port = standard
+    tok, ptok, pfeat, xvec = _inputs(5, 0, 1)
+    with pytest.raises(ValueError, match=r"\[0, 6560\]"):
+        port.inference(np.array([[1, 6561]]), None, ptok, None, pfeat, xvec)
+    with pytest.raises(ValueError, match=r"\[0, 6560\]"):
+        port.inference(np.array([[-1, 3]]), None, ptok, None, pfeat, xvec)
+    with pytest.raises(ValueError, match="empty"):
+        port.inference(np.zeros((1, 0), np.int64), None, ptok, None, pfeat, xvec)
+    with pytest.raises(ValueError, match="noise"):
+        port.inference(tok, None, ptok, None, pfeat, xvec, noise=np.zeros((1, 80, 3), np.float32))
+    with pytest.raises(ValueError, match="embedding"):
+        port.inference(tok, None, ptok, None, pfeat, xvec[:, :10])
+    with pytest.raises(ValueError, match="meanflow"):
+        port.inference(tok, None, ptok, None, pfeat, xvec, meanflow=True)
