@@ -400,17 +400,24 @@ def apply_trim_fade(wav, sr: int = 24000):
 # torch layouts -> MLX: Conv1d (O, I, K) -> (O, K, I); ConvTranspose1d (I, O, K) -> (O, K, I).
 _CONV = transpose(0, 2, 1)
 _CONVT = transpose(1, 2, 0)
-_WN = r"\.parametrizations\.weight\.original"
 
-HIFT_RULES = [
-    # weight-normed transposed convs: g is per input channel (dim 0 of the torch weight)
-    Combine(rf"mel2wav\.(ups\.\d+){_WN}[01]", [r"mel2wav.\1.parametrizations.weight.original0",
-                                                 r"mel2wav.\1.parametrizations.weight.original1"],
-            r"\1.weight", chain(weight_norm(dim=0), _CONVT)),
-    Combine(rf"mel2wav\.(.+){_WN}[01]", [r"mel2wav.\1.parametrizations.weight.original0",
-                                          r"mel2wav.\1.parametrizations.weight.original1"],
-            r"\1.weight", chain(weight_norm(dim=0), _CONV)),
-    Rule(r"mel2wav\.(source_downs\.\d+)\.weight", r"\1.weight", _CONV),
-    Rule(r"mel2wav\.(.+\.(?:bias|alpha))", r"\1"),
-    Rule(r"mel2wav\.(.+(?:l_linear|classifier)\.weight)", r"\1"),
-]
+
+def hift_rules(prefix: str = "mel2wav."):
+    """Rules for chatterbox keys ``prefix + <HiFT key>`` producing ``prefix + <port path>``: the
+    weight-norm pairs folded into ``weight`` (g is per output channel of Conv1d and per *input*
+    channel of ConvTranspose1d: dim 0 of the torch weight in both cases), convs to MLX layout."""
+    import re
+
+    p = re.escape(prefix)
+    wn = r"\.parametrizations\.weight\.original"
+    pair = [prefix + r"\1.parametrizations.weight.original0", prefix + r"\1.parametrizations.weight.original1"]
+    return [
+        Combine(rf"{p}(ups\.\d+){wn}[01]", pair, prefix + r"\1.weight", chain(weight_norm(dim=0), _CONVT)),
+        Combine(rf"{p}(.+){wn}[01]", pair, prefix + r"\1.weight", chain(weight_norm(dim=0), _CONV)),
+        Rule(rf"{p}source_downs\.\d+\.weight", fn=_CONV),
+        Rule(rf"{p}.+\.(?:bias|alpha)"),
+        Rule(rf"{p}(?:m_source\.l_linear|f0_predictor\.classifier)\.weight"),
+    ]
+
+
+HIFT_RULES = hift_rules("mel2wav.")

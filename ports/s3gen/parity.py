@@ -166,3 +166,127 @@ def phase_drift(seconds: float = 10.0, seed: int = 0) -> dict:
     cyc = np.cumsum(np.repeat(inc.astype(np.float64), 480)) % 1
     ref = np.tanh(0.1 * np.sin(2 * np.pi * cyc))
     return {"max_abs": float(np.abs(s - ref).max()), "seconds": seconds}
+
+
+# ---------------------------------------------------------------------------------- whole S3Gen
+def original_s3gen(seed: int = 0, meanflow: bool = False):
+    """chatterbox's S3Gen (S3Token2Wav) with its default seeded random initialisation."""
+    import torch
+    from chatterbox.models.s3gen import S3Gen
+
+    torch.manual_seed(seed)
+    return S3Gen(meanflow=meanflow).eval()
+
+
+def port_s3gen_from(original):
+    """The MLX S3Gen converted strictly from ``original``'s full state dict."""
+    from .config import S3GenConfig
+    from .convert import convert_state_dict, load_into
+    from .model import S3Gen
+
+    w, mf = convert_state_dict(state_dict_numpy(original))
+    port = S3Gen(S3GenConfig(meanflow=mf))
+    load_into(port, w, "S3Gen weights")
+    return port
+
+
+def prompt_audio_sample(seconds: float, sr: int = SR) -> np.ndarray:
+    """Generated speech (espeak-ng) trimmed to ``seconds``: the reference prompt of the tests."""
+    from ports.common.samples import espeak
+
+    x = espeak("The quick brown fox jumps over the lazy dog.", sr=sr)
+    return np.ascontiguousarray(x[: int(seconds * sr)]).astype(np.float32)
+
+
+def flow_noise(seed: int, n_tokens: int, total_frames: int, meanflow: bool) -> np.ndarray:
+    """The flow's initial state as chatterbox draws it after ``torch.manual_seed(seed)``:
+    ``randn_like(mu)`` (1, 80, total); meanflow first draws ``noised_mels`` (1, 80, 2 n) and
+    writes it over the generated part."""
+    import torch
+
+    torch.manual_seed(seed)
+    if meanflow:
+        nm = torch.randn(1, 80, 2 * n_tokens)
+        z = torch.randn(1, 80, total_frames)
+        z[..., total_frames - nm.shape[-1]:] = nm
+    else:
+        z = torch.randn(1, 80, total_frames)
+    return z.numpy()
+
+
+def model_parity(n_tokens: int = 50, prompt_s: float = 1.0, seed: int = 0, meanflow: bool = False,
+                 report: ParityReport | None = None, original=None, port=None,
+                 prefix: str | None = None) -> ParityReport:
+    """End to end: embed_ref stages (prompt mel, x-vector, prompt tokens) on the same audio,
+    then tokens -> mel -> waveform with the original's noise and source injected."""
+    import torch
+
+    from ports.common.blas import import_mlx
+
+    from .hift import trim_fade
+
+    mx = import_mlx()
+    pre = prefix if prefix is not None else ("meanflow." if meanflow else "") + \
+        (f"p{prompt_s:g}s." if prompt_s else "noprompt.")
+    rep = report or ParityReport("s3gen")
+    orig = original if original is not None else original_s3gen(seed, meanflow)
+    port = port if port is not None else port_s3gen_from(orig)
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, 6561, (1, n_tokens))
+
+    # ---- reference prompt (24 kHz in: chatterbox resamples it to 16 kHz with torchaudio, the
+    # parts are compared on that same 16 kHz signal; the port's own resampler separately)
+    if prompt_s:
+        from chatterbox.models.s3gen.s3gen import get_resampler
+
+        from .mel import mel_spectrogram
+
+        w24 = prompt_audio_sample(prompt_s, SR)
+        with torch.no_grad():
+            ref_t = orig.embed_ref(torch.from_numpy(w24), SR, device="cpu")
+            w16 = get_resampler(SR, 16000, "cpu")(torch.from_numpy(w24)[None])[0].numpy()
+        rep.compare(pre + "prompt_mel", mel_spectrogram(w24).transpose(0, 2, 1), ref_t["prompt_feat"],
+                    max_abs=1e-4)
+        xv = np.array(port.speaker_encoder.inference(w16, 16000))
+        rep.compare(pre + "x-vector(same 16k audio)", xv, ref_t["embedding"], cosine_min=0.9999,
+                    max_abs_rel_scale=1e-4)
+        toks, lens = port.tokenizer([w16])
+        ptok = np.array(toks)[:, : int(np.array(lens)[0])][:, : ref_t["prompt_feat"].shape[1] // 2]
+        rep.compare(pre + "prompt_tokens(same 16k audio)", ptok, ref_t["prompt_token"], exact=True)
+        ref_port = port.embed_ref(w24, SR)  # the port's full path (its own resampler)
+        rep.compare(pre + "embed_ref.prompt_feat", ref_port["prompt_feat"], ref_t["prompt_feat"], max_abs=1e-4)
+        rep.compare(pre + "embed_ref.x-vector(port resampler)", ref_port["embedding"], ref_t["embedding"],
+                    cosine_min=0.999)
+        same = ref_port["prompt_token"].shape == tuple(ref_t["prompt_token"].shape)
+        agree = float((ref_port["prompt_token"] == ref_t["prompt_token"].numpy()).mean()) if same else 0.0
+        # informational: random tokenizer weights flip tokens on tiny input changes
+        rep.info[pre + "embed_ref.prompt_tokens_agreement(port resampler)"] = agree
+    else:
+        ref_t = dict(prompt_token=torch.zeros(1, 0, dtype=torch.long), prompt_token_len=torch.tensor([0]),
+                     prompt_feat=torch.zeros(1, 0, 80), prompt_feat_len=None,
+                     embedding=torch.randn(1, 192, generator=torch.Generator().manual_seed(seed)))
+    ref_np = {k: (v.numpy() if torch.is_tensor(v) else v) for k, v in ref_t.items()}
+
+    # ---- tokens -> mel -> wav, the original recording the mel it hands to HiFT
+    cap = {}
+    hift_inf = orig.mel2wav.inference
+
+    def rec(*a, **k):
+        cap["mel"] = (k["speech_feat"] if "speech_feat" in k else a[0]).clone()
+        return hift_inf(*a, **k)
+
+    orig.mel2wav.inference = rec
+    try:
+        with torch.no_grad():
+            torch.manual_seed(seed + 3)
+            wav_ref, src_ref = orig.inference(torch.from_numpy(tokens), ref_dict=dict(ref_t))
+    finally:
+        del orig.mel2wav.inference
+    total = 2 * (ref_np["prompt_token"].shape[1] + n_tokens)  # encoder frames (odd prompt mels lose one)
+    z = flow_noise(seed + 3, n_tokens, total, meanflow)
+    wav, src, st = port.inference(tokens, ref_np, noise=z, source=src_ref.numpy(), return_stages=True)
+    mel = np.array(st["mel"])
+    rep.compare(pre + "mel", mel, cap["mel"], mean_abs=0.01, max_abs=1e-3)
+    rep.compare(pre + "wav(original source injected)", np.array(wav), wav_ref, snr_db_min=60.0)
+    rep.compare(pre + "trim_fade", trim_fade(SR), orig.trim_fade, max_abs=1e-6)
+    return rep

@@ -1,0 +1,172 @@
+"""S3Gen (chatterbox ``S3Token2Wav``): tokenizer, speaker encoder, flow and HiFT in one MLX module
+whose parameter paths equal chatterbox's state-dict keys (after the conversion rules).
+
+The four parts live in their own files; a part missing from the install gives a
+``MissingPartError`` naming it, never a stand-in.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import warnings
+
+import numpy as np
+
+from ports.common.blas import import_mlx
+
+mx = import_mlx()
+import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
+
+from .config import MAX_PROMPT_S, S3_SR, S3GEN_SR, SPEECH_VOCAB_SIZE, S3GenConfig  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+# part name (= state-dict prefix) -> (module, class, rules factory)
+PARTS = {
+    "tokenizer": ("ports.s3gen.tokenizer", "S3TokenizerV2", "tokenizer_rules"),
+    "speaker_encoder": ("ports.s3gen.campplus", "CAMPPlus", "campplus_rules"),
+    "flow": ("ports.s3gen.flow", "CausalMaskedDiffWithXvec", "flow_rules"),
+    "mel2wav": ("ports.s3gen.hift", "HiFTGenerator", "hift_rules"),
+}
+
+
+class MissingPartError(RuntimeError):
+    pass
+
+
+def part(name: str):
+    """(class, rules factory) of an S3Gen part, or MissingPartError naming what is missing."""
+    mod_name, cls_name, rules_name = PARTS[name]
+    try:
+        mod = importlib.import_module(mod_name)
+    except ModuleNotFoundError as err:
+        if err.name == mod_name:
+            raise MissingPartError(f"S3Gen part {name!r} is not available: module {mod_name} "
+                                   f"({cls_name}) is missing from this install") from err
+        raise
+    missing = [a for a in (cls_name, rules_name) if not hasattr(mod, a)]
+    if missing:
+        raise MissingPartError(f"S3Gen part {name!r} is incomplete: {mod_name} lacks "
+                               f"{', '.join(missing)}")
+    return getattr(mod, cls_name), getattr(mod, rules_name)
+
+
+def check_tokens(tokens, name: str = "speech_tokens") -> np.ndarray:
+    """(n,) or (1, n) integer ids in [0, 6560] -> (1, n) int64; anything else is a ValueError."""
+    a = np.asarray(tokens)
+    if a.ndim == 2 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D sequence of token ids (or shape (1, n)), got shape "
+                         f"{a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{name}: empty token sequence")
+    if a.dtype == object or a.dtype.kind not in "iuf":
+        raise ValueError(f"{name}: token ids must be integers, got dtype {a.dtype}")
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+            raise ValueError(f"{name}: token ids must be integers, got non-integral values")
+    bad = (a < 0) | (a >= SPEECH_VOCAB_SIZE)
+    if bad.any():
+        where = np.flatnonzero(bad)
+        raise ValueError(f"{name}: {len(where)} token id(s) outside [0, {SPEECH_VOCAB_SIZE - 1}], e.g. "
+                         f"{a[where[:5]].astype(np.int64).tolist()} at positions {where[:5].tolist()} "
+                         "(chatterbox's speech vocabulary; special tokens must be removed first)")
+    return a.astype(np.int64)[None]
+
+
+class S3Gen(nn.Module):
+    def __init__(self, config: S3GenConfig | None = None):
+        super().__init__()
+        self.config = config or S3GenConfig()
+        tok_cls, _ = part("tokenizer")
+        spk_cls, _ = part("speaker_encoder")
+        flow_cls, _ = part("flow")
+        hift_cls, _ = part("mel2wav")
+        self.tokenizer = tok_cls()
+        self.speaker_encoder = spk_cls()
+        self.flow = flow_cls(meanflow=self.config.meanflow)
+        self.mel2wav = hift_cls()
+
+    @property
+    def meanflow(self) -> bool:
+        return self.config.meanflow
+
+    # ------------------------------------------------------------------ reference prompt
+    def embed_ref(self, wav, sr: int) -> dict:
+        """chatterbox ``embed_ref``: prompt tokens (16 kHz tokenizer), prompt mel (24 kHz) and
+        x-vector (16 kHz CAMPPlus). ``wav`` is mono (N,) or (C, N) float; other rates are resampled
+        from the original rate to each of 24 kHz and 16 kHz, as chatterbox does."""
+        from .mel import mel_spectrogram, prompt_audio
+
+        if not isinstance(sr, (int, np.integer)) or sr <= 0:
+            raise ValueError(f"prompt sample rate must be a positive integer, got {sr!r}")
+        w24 = prompt_audio(wav, int(sr), S3GEN_SR)
+        if w24.shape[0] > MAX_PROMPT_S * S3GEN_SR:
+            warnings.warn(f"S3Gen received a prompt longer than {MAX_PROMPT_S:g} s "
+                          "(chatterbox's TTS/VC trim it to 10 s)", stacklevel=2)
+        w16 = prompt_audio(wav, int(sr), S3_SR)
+        feat = mel_spectrogram(w24).transpose(0, 2, 1)  # (1, T, 80)
+        emb = np.array(self.speaker_encoder.inference(w16, S3_SR), dtype=np.float32)
+        toks, lens = self.tokenizer([w16])
+        toks = np.array(toks)[:, : int(np.array(lens)[0])].astype(np.int64)
+        if feat.shape[1] != 2 * toks.shape[1]:
+            # chatterbox: "Reference mel length is not equal to 2 * reference token length"
+            toks = toks[:, : feat.shape[1] // 2]
+        return dict(prompt_token=toks, prompt_token_len=np.array([toks.shape[1]]),
+                    prompt_feat=feat, prompt_feat_len=None, embedding=emb.reshape(1, -1))
+
+    # ------------------------------------------------------------------ tokens -> mel -> wav
+    def flow_inference(self, speech_tokens, ref_dict: dict, *, noise=None, seed: int | None = None,
+                       n_timesteps: int | None = None, return_stages: bool = False, progress=None):
+        """Generated mel (1, 80, 2 n) for ``speech_tokens`` in the voice of ``ref_dict``.
+
+        noise: the flow's initial state z (1, 80, prompt + generated frames), chatterbox's
+        ``randn_like(mu)`` (for meanflow, with its ``noised_mels`` already written into the
+        generated part)."""
+        tok = check_tokens(speech_tokens)
+        if ref_dict is None:
+            raise ValueError("ref_dict is required (S3Gen.embed_ref(wav, sr))")
+        missing = [k for k in ("prompt_token", "prompt_feat", "embedding") if k not in ref_dict]
+        if missing:
+            raise ValueError(f"ref_dict lacks {', '.join(missing)}")
+        ptok = np.asarray(ref_dict["prompt_token"])
+        if ptok.size:
+            ptok = check_tokens(ptok, "prompt_token")
+        else:
+            ptok = np.zeros((1, 0), np.int64)
+        return self.flow.inference(
+            tok, np.array([tok.shape[1]]), ptok, np.array([ptok.shape[1]]),
+            ref_dict["prompt_feat"], ref_dict["embedding"], finalize=True, noise=noise, seed=seed,
+            n_timesteps=n_timesteps or self.config.steps, meanflow=self.meanflow,
+            return_stages=return_stages, progress=progress)
+
+    def hift_inference(self, mel, *, source=None, seed: int | None = None, return_stages: bool = False):
+        key = mx.random.key(seed) if seed is not None else None
+        src = None if source is None else mx.array(np.asarray(source, dtype=np.float32))
+        return self.mel2wav.inference(mx.array(mel) if not isinstance(mel, mx.array) else mel,
+                                      source=src, key=key, return_stages=return_stages)
+
+    def inference(self, speech_tokens, ref_dict: dict, *, noise=None, source=None,
+                  seed: int | None = None, n_timesteps: int | None = None,
+                  return_stages: bool = False, progress=None):
+        """chatterbox ``S3Token2Wav.inference``: -> (waveform (1, N) at 24 kHz, source (1, 1, N)),
+        with the first 20 ms zeroed and the next 20 ms faded in. ``noise`` / ``source`` inject the
+        flow's initial state and the vocoder's excitation; ``seed`` seeds both otherwise."""
+        from .hift import apply_trim_fade
+
+        fseed = None if seed is None else int(seed)
+        hseed = None if seed is None else int(seed) + 1
+        out = self.flow_inference(speech_tokens, ref_dict, noise=noise, seed=fseed,
+                                  n_timesteps=n_timesteps, return_stages=return_stages,
+                                  progress=progress)
+        mel, fstages = out if return_stages else (out, None)
+        res = self.hift_inference(mel, source=source, seed=hseed, return_stages=return_stages)
+        wav, src = res[0], res[1]
+        wav = apply_trim_fade(wav, S3GEN_SR)
+        if return_stages:
+            stages = dict(fstages)
+            stages.update({f"hift.{k}": v for k, v in res[2].items()})
+            stages["mel"] = mel
+            return wav, src, stages
+        return wav, src
