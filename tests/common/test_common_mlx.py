@@ -26,3 +26,23 @@ def test_stable_reductions_match_float64():
     ref = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-5)
     ref = ref * np.array([1, 2, 0.5])[:, None] + np.array([0, 1, -1])[:, None]
     np.testing.assert_allclose(y, ref, atol=2e-5)
+
+
+def test_mlx_strict_loading_names_keys():
+    import mlx.nn as nn
+    import pytest
+
+    from ports.common.convert import ConversionError, KeyMap, Rule, transpose
+    from ports.common.mlx_weights import convert_into, load_into, param_shapes
+
+    m = nn.Sequential(nn.Linear(3, 4), nn.Conv1d(2, 5, 3))
+    assert param_shapes(m, "p.")["p.layers.1.weight"] == (5, 3, 2)
+    src = {"a.weight": np.ones((4, 3)), "a.bias": np.zeros(4), "c.weight": np.ones((5, 2, 3)), "c.bias": np.zeros(5)}
+    km = KeyMap([Rule(r"a\.(.*)", r"p.layers.0.\1"), Rule(r"c\.weight", "p.layers.1.weight", transpose(0, 2, 1)),
+                 Rule(r"c\.bias", "p.layers.1.bias")])
+    convert_into(m, km, src, prefix="p.")
+    assert np.array(m.layers[1].weight).dtype == np.float32
+    with pytest.raises(ConversionError, match="layers.1.bias") as ei:
+        load_into(m, {"p.layers.0.weight": np.ones((4, 3)), "p.layers.0.bias": np.ones(4), "p.extra": np.ones(1)},
+                  prefix="p.")
+    assert "extra" in str(ei.value)

@@ -1,0 +1,213 @@
+"""openai-whisper's ``AudioEncoder`` as MAX graphs.
+
+Two graphs per model shape, compiled once per process (and cached on disk by MAX in
+``~/.cache/modular``):
+
+* ``stem``: conv1 (k3, pad 1) -> exact GELU -> conv2 (k3, stride 2, pad 1) -> exact GELU
+  -> + positional embedding. Also returns the conv1 activation for stage-by-stage parity.
+* ``block``: one pre-LayerNorm residual attention block, plus ``ln_post`` of its output as a
+  second result. The same compiled block serves every layer (one ``init`` per layer with that
+  layer's weights), so compile time does not grow with depth; only the last layer's ``ln_post``
+  output is used.
+
+Weights are graph ``Weight``s bound at ``init`` through ``weights_registry``: one compiled graph
+serves any weight set of its shape. Names and layouts are those of the openai state dict.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from ports.common.convert import check_keys
+
+from .config import N_FRAMES, WhisperDims, block_shapes, encoder_shapes
+
+LN_EPS = 1e-5  # torch.nn.LayerNorm default, used by whisper.model.LayerNorm
+
+_lock = threading.Lock()
+_session = None
+_compiled: dict[tuple, object] = {}
+
+
+def _max():
+    from max.dtype import DType
+    from max.graph import DeviceRef, Graph, TensorType, Weight, ops
+
+    return DType, DeviceRef, Graph, TensorType, Weight, ops
+
+
+def session():
+    """The process-wide ``InferenceSession`` (CPU). ``num_threads`` is left to the runtime:
+    passing it aborts on CPU with max 26.7."""
+    global _session
+    with _lock:
+        if _session is None:
+            from max.driver import CPU
+            from max.engine import InferenceSession
+
+            _session = InferenceSession(devices=[CPU()])
+        return _session
+
+
+def stem_graph(n_mels: int, n_ctx: int, n_state: int):
+    DType, DeviceRef, Graph, TensorType, Weight, ops = _max()
+    dev = DeviceRef.CPU()
+    f32 = DType.float32
+    n_in = 2 * n_ctx
+
+    def w(name, shape):
+        return Weight(name, f32, shape, dev)
+
+    def conv(x, name, c_in, stride):
+        # torch (C_out, C_in, K) -> RSCF (1, K, C_in, C_out); the input is NHWC with H = 1.
+        f = ops.reshape(ops.permute(w(f"{name}.weight", (n_state, c_in, 3)), [2, 1, 0]),
+                        (1, 3, c_in, n_state))
+        return ops.conv2d(x, f, stride=(1, stride), padding=(0, 0, 1, 1),
+                          bias=w(f"{name}.bias", (n_state,)))
+
+    with Graph(f"whisper_stem_{n_mels}_{n_ctx}_{n_state}",
+               input_types=[TensorType(f32, (n_mels, n_in), device=dev)]) as g:
+        mel = g.inputs[0].tensor
+        x = ops.reshape(ops.transpose(mel, 0, 1), (1, 1, n_in, n_mels))
+        h1 = ops.gelu(conv(x, "conv1", n_mels, 1), approximate="none")
+        h2 = ops.gelu(conv(h1, "conv2", n_state, 2), approximate="none")
+        x0 = ops.reshape(h2, (n_ctx, n_state)) + w("positional_embedding", (n_ctx, n_state))
+        g.output(x0, ops.reshape(h1, (n_in, n_state)))
+    return g
+
+
+def block_graph(n_ctx: int, n_state: int, n_head: int):
+    DType, DeviceRef, Graph, TensorType, Weight, ops = _max()
+    dev = DeviceRef.CPU()
+    f32 = DType.float32
+    T, D, H = n_ctx, n_state, n_head
+    dh = D // H
+    shapes = block_shapes(D)
+
+    def w(name):
+        return Weight(name, f32, shapes[name], dev)
+
+    def linear(x, name, bias=True):
+        y = x @ ops.transpose(w(f"{name}.weight"), 0, 1)
+        return y + w(f"{name}.bias") if bias else y
+
+    def ln(x, name):
+        return ops.layer_norm(x, w(f"{name}.weight"), w(f"{name}.bias"), LN_EPS)
+
+    with Graph(f"whisper_block_{T}_{D}_{H}",
+               input_types=[TensorType(f32, (T, D), device=dev)]) as g:
+        x = g.inputs[0].tensor
+        h = ln(x, "attn_ln")
+        # whisper scales q and k each by dh**-0.25 (same product as SDPA's 1/sqrt(dh)).
+        scale = float(dh) ** -0.25
+        q = ops.transpose(ops.reshape(linear(h, "attn.query") * scale, (T, H, dh)), 0, 1)
+        k = ops.permute(ops.reshape(linear(h, "attn.key", bias=False) * scale, (T, H, dh)),
+                        [1, 2, 0])
+        v = ops.transpose(ops.reshape(linear(h, "attn.value"), (T, H, dh)), 0, 1)
+        a = ops.softmax(q @ k) @ v  # (H, T, dh)
+        x = x + linear(ops.reshape(ops.transpose(a, 0, 1), (T, D)), "attn.out")
+        h = ops.gelu(linear(ln(x, "mlp_ln"), "mlp.0"), approximate="none")
+        x = x + linear(h, "mlp.2")
+        ln_post = ops.layer_norm(x, Weight("ln_post.weight", f32, (D,), dev),
+                                 Weight("ln_post.bias", f32, (D,), dev), LN_EPS)
+        g.output(x, ln_post)
+    return g
+
+
+def compiled(kind: str, *shape: int):
+    """Compile (once per process, per shape) the ``stem`` or ``block`` graph."""
+    key = (kind, *shape)
+    with _lock:
+        c = _compiled.get(key)
+    if c is not None:
+        return c
+    build = {"stem": stem_graph, "block": block_graph}[kind]
+    sess = session()
+    c = sess.compile(build(*shape))
+    with _lock:
+        return _compiled.setdefault(key, c)
+
+
+def _f32(a) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+
+
+@dataclass
+class Stages:
+    conv1: np.ndarray          # gelu(conv1(mel)), (B, n_state, 2*n_ctx) as torch lays it out
+    conv2: np.ndarray          # gelu(conv2(.)) + positional embedding, (B, n_ctx, n_state)
+    blocks: list[np.ndarray]   # each block's output, (B, n_ctx, n_state)
+    ln_post: np.ndarray        # the encoder output, (B, n_ctx, n_state)
+
+
+class MaxAudioEncoder:
+    """The Whisper audio encoder on MAX. ``weights`` is openai's ``AudioEncoder`` state dict
+    (``conv1.weight``, ``blocks.0.attn.query.weight``, ..., ``ln_post.bias``) as arrays."""
+
+    def __init__(self, dims: WhisperDims, weights: Mapping[str, np.ndarray]):
+        check_keys(weights, encoder_shapes(dims), what="Whisper encoder weights")
+        self.dims = dims
+        d = dims
+        # The registry arrays must outlive the models: keep them here.
+        self._weights = {k: _f32(v) for k, v in weights.items()}
+        sess = session()
+        stem_keys = ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
+                     "positional_embedding")
+        self._stem = sess.init(compiled("stem", d.n_mels, d.n_audio_ctx, d.n_audio_state),
+                               weights_registry={k: self._weights[k] for k in stem_keys})
+        block_c = compiled("block", d.n_audio_ctx, d.n_audio_state, d.n_audio_head)
+        self._blocks = []
+        for i in range(d.n_audio_layer):
+            reg = {k: self._weights[f"blocks.{i}.{k}"] for k in block_shapes(d.n_audio_state)}
+            reg["ln_post.weight"] = self._weights["ln_post.weight"]
+            reg["ln_post.bias"] = self._weights["ln_post.bias"]
+            self._blocks.append(sess.init(block_c, weights_registry=reg))
+
+    def _check_mel(self, mel) -> tuple[np.ndarray, bool]:
+        mel = np.asarray(mel)
+        single = mel.ndim == 2
+        if single:
+            mel = mel[None]
+        want = (self.dims.n_mels, N_FRAMES)
+        if mel.ndim != 3 or mel.shape[1:] != want:
+            raise ValueError(f"mel must have shape (batch, {want[0]}, {want[1]}) or {want}, "
+                             f"got {tuple(np.shape(mel))}")
+        mel = _f32(mel)
+        if not np.isfinite(mel).all():
+            raise ValueError("mel contains NaN or infinite values")
+        return mel, single
+
+    def __call__(self, mel) -> np.ndarray:
+        """(B, n_mels, 3000) or (n_mels, 3000) log-mel -> (B, n_ctx, n_state) (or unbatched)."""
+        mel, single = self._check_mel(mel)
+        out = np.empty((mel.shape[0], self.dims.n_audio_ctx, self.dims.n_audio_state), np.float32)
+        for b in range(mel.shape[0]):
+            x = self._stem.execute(mel[b])[0]
+            for blk in self._blocks[:-1]:
+                x = blk.execute(x)[0]
+            out[b] = self._blocks[-1].execute(x)[1].to_numpy()
+        return out[0] if single else out
+
+    def stages(self, mel) -> Stages:
+        """Every layer's output, for stage-by-stage parity."""
+        mel, _ = self._check_mel(mel)
+        c1, c2, post = [], [], None
+        blocks: list[list[np.ndarray]] = [[] for _ in self._blocks]
+        posts = []
+        for b in range(mel.shape[0]):
+            x, h1 = self._stem.execute(mel[b])
+            c1.append(h1.to_numpy().T.copy())
+            c2.append(x.to_numpy().copy())
+            for i, blk in enumerate(self._blocks):
+                x, post = blk.execute(x)
+                blocks[i].append(x.to_numpy().copy())
+            posts.append(post.to_numpy().copy())
+        return Stages(np.stack(c1), np.stack(c2), [np.stack(b) for b in blocks], np.stack(posts))
+
+
+def encoder_weights_from_whisper(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The ``encoder.*`` entries of a full openai ``Whisper`` state dict, prefix removed."""
+    return {k[len("encoder."):]: v for k, v in state_dict.items() if k.startswith("encoder.")}
