@@ -268,6 +268,48 @@ def test_long_audio_sliding_window_matches_s3tokenizer():
     assert agree == 1.0, f"token agreement {agree:.4f}"
 
 
+# ------------------------------------------------------------------ the whole prompt path
+@pytest.mark.parametrize("rates", [(24000, 16000), (44100, 16000), (44100, 24000), (16000, 24000),
+                                   (22050, 16000)])
+def test_sinc_resample_matches_torchaudio(wav24, rates):
+    import torchaudio
+
+    o, n = rates
+    x = wav24["1s"] if o == 24000 else M.sinc_resample(wav24["1s"], 24000, o)
+    ref = torchaudio.transforms.Resample(o, n)(torch.from_numpy(x)[None]).numpy()
+    ours = M.sinc_resample(x[None], o, n)
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, atol=5e-7, rtol=0)
+
+
+def test_embed_ref_prompt_parts_match_chatterbox(wav24, campplus_pair, tokenizer_pair):
+    """chatterbox's own ``S3Token2Mel.embed_ref`` on a 24 kHz prompt (its 16 kHz branch goes through
+    torchaudio's resampler) against the port's prompt mel, x-vector and tokens from the same wav.
+    The flow/vocoder are not needed for this: a bare S3Token2Mel holding the two random parts."""
+    from chatterbox.models.s3gen.s3gen import S3Token2Mel
+    from chatterbox.models.s3gen.utils.mel import mel_spectrogram
+
+    ref_cam, cam = campplus_pair
+    ref_tok, tok = tokenizer_pair
+    orig = S3Token2Mel.__new__(S3Token2Mel)
+    torch.nn.Module.__init__(orig)
+    orig.tokenizer, orig.speaker_encoder = ref_tok, ref_cam
+    orig.mel_extractor = mel_spectrogram
+    orig.flow = torch.nn.Linear(1, 1)      # only read for its dtype (float32)
+    w = wav24["3s"]
+    with torch.no_grad():
+        ref = orig.embed_ref(torch.from_numpy(w), 24000)
+    rep = ParityReport("s3gen-prompt")
+    rep.compare("embed_ref prompt_feat", M.prompt_mel(w, 24000), ref["prompt_feat"].numpy(),
+                max_abs=1e-4)
+    rep.compare("embed_ref embedding", np.array(cam.inference(w, 24000)),
+                ref["embedding"].numpy(), cosine_min=0.9999, max_abs=1e-4)
+    toks = tok.tokenize(w, 24000)[: ref["prompt_feat"].shape[1] // 2]
+    rep.compare("embed_ref prompt_token", toks[None], ref["prompt_token"].numpy(), exact=True)
+    print(rep.table())
+    rep.assert_passed()
+
+
 # ------------------------------------------------------------------ loading and bad input
 def test_rules_are_strict(tokenizer_pair, campplus_pair):
     ref_tok, _ = tokenizer_pair
