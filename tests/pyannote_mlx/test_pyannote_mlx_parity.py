@@ -1,0 +1,62 @@
+"""MLX PyanNet and Inference against the installed pyannote.audio 4.0.7 (real modules, real
+checkpoint format, seeded random weights with the segmentation-3.0 hyper-parameters)."""
+import numpy as np
+import pytest
+
+from ports.common.parity import ParityReport
+from ports.pyannote_mlx import parity
+from ports.pyannote_mlx.inference import SegmentationInference
+
+
+@pytest.fixture(scope="module")
+def fx():
+    return parity.fixture(64.3)
+
+
+def test_checkpoint_is_pyannote_format(fx):
+    """pyannote itself loads the file the converter reads (strict), with its Specifications."""
+    import torch
+    from pyannote.audio import Model
+
+    m = Model.from_pretrained(str(fx.checkpoint))
+    assert type(m).__name__ == "PyanNet" and m.specifications.powerset
+    for k, v in fx.orig.state_dict().items():
+        assert torch.equal(m.state_dict()[k], v), k
+
+
+def test_stages(fx):
+    r = ParityReport("pyannote_mlx")
+    parity.compare_stages(r, fx.model, fx.orig, fx.chunks)
+    print(r.table())
+    r.assert_passed()
+    labels = r["hard labels (argmax) identical"].metrics
+    # the weights are such that the argmax is not one constant class (else the check is vacuous)
+    assert labels["classes_seen"] >= 5, labels
+
+
+def test_inference_conversation(fx):
+    """>= 60 s two-voice espeak-ng conversation with noise/silence; length needs the padded chunk."""
+    r = ParityReport("pyannote_mlx")
+    parity.compare_inference(r, SegmentationInference(fx.model), fx.orig, fx.wav)
+    print(r.table())
+    r.assert_passed()
+    info = r.info["inference"]["main"]
+    assert info["seconds"] >= 60 and info["has_last_chunk"]
+    assert 0.2 < info["speech_fraction"] < 0.95 and info["max_count"] >= 2
+    assert info["speech_regions"] >= 10
+
+
+@pytest.mark.parametrize("name", ["short 3.7s", "exact 12s", "silence+speech 11.5s"])
+def test_inference_chunking_branches(fx, name):
+    wav = parity.edge_lengths(fx.wav)[name]
+    r = ParityReport("pyannote_mlx")
+    parity.compare_inference(r, SegmentationInference(fx.model), fx.orig, wav, tag=f"[{name}] ")
+    r.assert_passed()
+    assert r.info["inference"][f"[{name}] "]["has_last_chunk"] == (name != "exact 12s")
+
+
+def test_batch_size_does_not_change_labels(fx):
+    wav = fx.wav[: round(14.5 * 16000)]
+    a = SegmentationInference(fx.model, batch_size=32)(wav)
+    b = SegmentationInference(fx.model, batch_size=2)(wav)
+    assert np.array_equal(a.multilabel, b.multilabel)
