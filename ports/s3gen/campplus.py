@@ -364,19 +364,10 @@ def campplus_rules(prefix: str = "speaker_encoder."):
 CAMPPLUS_RULES = campplus_rules("speaker_encoder.")
 
 
-def param_shapes(model, prefix: str = "") -> dict:
-    from mlx.utils import tree_flatten
-
-    return {prefix + k: tuple(v.shape) for k, v in tree_flatten(model.parameters())}
-
-
-def load_campplus_state_dict(model: CAMPPlus, src, prefix: str = "speaker_encoder.") -> None:
+def load_campplus_state_dict(model: CAMPPlus, src, prefix: str = "speaker_encoder.", dtype=None):
     """Strictly convert chatterbox CAMPPlus tensors (keys ``prefix + ...``, numpy) and load them."""
     from ports.common.convert import KeyMap
+    from ports.common.mlx_weights import convert_into
 
-    out = KeyMap(campplus_rules(prefix), what="s3gen speaker_encoder weights").apply(
-        src, expected=param_shapes(model, prefix))
-    n = len(prefix)
-    model.load_weights([(k[n:], mx.array(np.asarray(v, dtype=np.float32))) for k, v in out.items()],
-                       strict=True)
-    mx.eval(model.parameters())
+    return convert_into(model, KeyMap(campplus_rules(prefix), what="s3gen speaker_encoder weights"),
+                        src, prefix=prefix, dtype=dtype)

@@ -341,15 +341,10 @@ def tokenizer_rules(prefix: str = "tokenizer."):
 TOKENIZER_RULES = tokenizer_rules("tokenizer.")
 
 
-def load_tokenizer_state_dict(model: S3TokenizerV2, src, prefix: str = "tokenizer.") -> None:
+def load_tokenizer_state_dict(model: S3TokenizerV2, src, prefix: str = "tokenizer.", dtype=None):
     """Strictly convert chatterbox tokenizer tensors (keys ``prefix + ...``, numpy) and load them."""
     from ports.common.convert import KeyMap
+    from ports.common.mlx_weights import convert_into
 
-    from .campplus import param_shapes
-
-    out = KeyMap(tokenizer_rules(prefix), what="s3gen tokenizer weights").apply(
-        src, expected=param_shapes(model, prefix))
-    n = len(prefix)
-    model.load_weights([(k[n:], mx.array(np.asarray(v, dtype=np.float32))) for k, v in out.items()],
-                       strict=True)
-    mx.eval(model.parameters())
+    return convert_into(model, KeyMap(tokenizer_rules(prefix), what="s3gen tokenizer weights"),
+                        src, prefix=prefix, dtype=dtype)
