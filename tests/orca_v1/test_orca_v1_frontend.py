@@ -86,7 +86,7 @@ def test_golden_stage_a_and_b_audio_bit_exact(name):
 def test_golden_mel_equals_torchaudio_on_this_host(name):
     """Pure-torch mel (batched) == the original's torchaudio transforms (per clip), max abs 0.0."""
     g, _ = load_golden(name)
-    mel, _ = F.stage_b_mel(F.pcm16_to_float(g["pcm20k"])[:, :, None], F.DEFAULT.resample_to)
+    mel = _feats(name).mels[:, :, :157]  # batched, from the WAV (pcm20k == golden, tested above)
     ref = _torchaudio_ref(name, g)
     assert mel.shape == ref.shape == (len(g["starts"]), 256, 157)
     assert float(np.abs(mel - ref).max()) == 0.0
@@ -94,6 +94,13 @@ def test_golden_mel_equals_torchaudio_on_this_host(name):
 
 _HOST = {}
 _REF: dict = {}
+_FEATS: dict = {}
+
+
+def _feats(name):
+    if name not in _FEATS:
+        _FEATS[name] = F.file_features(golden_dir() / f"{name}.wav")
+    return _FEATS[name]
 
 
 def _torchaudio_ref(name, g):
@@ -113,7 +120,7 @@ def _host_reproduces_golden() -> bool:
 @pytest.mark.parametrize("name", GOLDEN_FILES)
 def test_golden_mels_bit_exact(name):
     g, _ = load_golden(name)
-    f = F.file_features(golden_dir() / f"{name}.wav")
+    f = _feats(name)
     np.testing.assert_array_equal(f.starts, g["starts"])
     np.testing.assert_array_equal(f.frames, g["frames"])
     assert f.mels.shape == g["mels"].shape and f.mels.dtype == np.float32
@@ -208,3 +215,23 @@ def test_bad_inputs(tmp_path):
     u8 = tmp_path / "u8.wav"
     sf.write(u8, np.linspace(-1, 0.99, 48000 * 3), 48000, subtype="PCM_U8")
     assert F.file_features(u8).mels.shape == (2, 256, 312)
+
+
+def test_upstream_real_audio_tensors_have_stage_c_structure():
+    """upstream/*_audio_reference.pt: the fastai tensors of three real-audio windows (no WAV):
+    157 data columns, then exact 0.0 dB; per-clip top_db floor; zero filters 238..255 at the
+    floor. (Their ``mel_raw``/``stage_b`` come from upstream's own fastai-free port, up to 0.3 dB
+    off the fastai tensor, and are not a reference.)"""
+    from ports.common.unpickle import restricted_load
+
+    files = sorted((golden_dir() / "upstream").glob("*_audio_reference.pt"))
+    assert len(files) == 2
+    for f in files:
+        for seg in restricted_load(f).values():
+            t = seg.get("mel_standardized", seg.get("stage_c"))
+            assert t.shape == (1, 256, 312) and t.dtype == np.float32
+            data = t[0, :, :157]
+            assert (t[0, :, 157:] == 0.0).all() and not (data == 0.0).any()
+            floor = data.max() - np.float32(100.0)
+            assert data.min() == floor and (data[238:] == floor).all()
+            np.testing.assert_array_equal(F.stage_c_pad(data[None]), t)
