@@ -155,6 +155,7 @@ class ResidualAttentionBlock(nn.Module):
         super().__init__()
         self.attn = FSMNMultiHeadAttention(n_state, n_head)
         self.attn_ln = LayerNorm(n_state)
+        # torch Sequential(Linear, GELU, Linear): index 1 holds no parameters
         self.mlp = [Linear(n_state, 4 * n_state), {}, Linear(4 * n_state, n_state)]
         self.mlp_ln = LayerNorm(n_state)
 
