@@ -95,17 +95,20 @@ class S3Gen(nn.Module):
     # ------------------------------------------------------------------ reference prompt
     def embed_ref(self, wav, sr: int) -> dict:
         """chatterbox ``embed_ref``: prompt tokens (16 kHz tokenizer), prompt mel (24 kHz) and
-        x-vector (16 kHz CAMPPlus). ``wav`` is mono (N,) or (C, N) float; other rates are resampled
-        from the original rate to each of 24 kHz and 16 kHz, as chatterbox does."""
+        x-vector (16 kHz CAMPPlus). ``wav`` is mono (N,) or (C, N) float at ``sr``; it is resampled
+        from ``sr`` to each of 24 kHz and 16 kHz with torchaudio's sinc resampler, as chatterbox
+        does."""
         from .mel import mel_spectrogram, prompt_audio
+        from .resample import resample
 
         if not isinstance(sr, (int, np.integer)) or sr <= 0:
             raise ValueError(f"prompt sample rate must be a positive integer, got {sr!r}")
-        w24 = prompt_audio(wav, int(sr), S3GEN_SR)
-        if w24.shape[0] > MAX_PROMPT_S * S3GEN_SR:
+        x = prompt_audio(wav, int(sr), int(sr))  # mono, finite, at least one mel window
+        if x.shape[0] > MAX_PROMPT_S * sr:
             warnings.warn(f"S3Gen received a prompt longer than {MAX_PROMPT_S:g} s "
                           "(chatterbox's TTS/VC trim it to 10 s)", stacklevel=2)
-        w16 = prompt_audio(wav, int(sr), S3_SR)
+        w24 = resample(x, int(sr), S3GEN_SR)
+        w16 = resample(x, int(sr), S3_SR)
         feat = mel_spectrogram(w24).transpose(0, 2, 1)  # (1, T, 80)
         emb = np.array(self.speaker_encoder.inference(w16, S3_SR), dtype=np.float32)
         toks, lens = self.tokenizer([w16])

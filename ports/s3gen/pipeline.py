@@ -83,7 +83,7 @@ def vocode(model, tokens, prompt_wav: np.ndarray, prompt_sr: int, *, noise=None,
 
 
 def voice_convert(model, source_wav: np.ndarray, source_sr: int, ref_wav: np.ndarray, ref_sr: int,
-                  *, seed: int | None = None, progress=None) -> np.ndarray:
+                  *, seed: int | None = None, progress=None, return_mel: bool = False):
     """chatterbox ``ChatterboxVC.generate``: source speech -> 16 kHz -> S3 tokens -> S3Gen in the
     reference voice (reference at 24 kHz, first 10 s). No watermark."""
     from .mel import prompt_audio
@@ -96,5 +96,6 @@ def voice_convert(model, source_wav: np.ndarray, source_sr: int, ref_wav: np.nda
     ref24 = prompt_audio(ref_wav, ref_sr, S3GEN_SR, name="voice reference")
     ref24 = ref24[: int(MAX_PROMPT_S * S3GEN_SR)]
     ref = model.embed_ref(ref24, S3GEN_SR)
-    wav, _ = model.inference(toks, ref, seed=seed, progress=progress)
-    return np.array(wav)[0]
+    out = model.inference(toks, ref, seed=seed, progress=progress, return_stages=return_mel)
+    wav = np.array(out[0])[0]
+    return (wav, np.array(out[2]["mel"])[0]) if return_mel else wav

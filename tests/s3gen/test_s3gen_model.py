@@ -24,23 +24,51 @@ def original():
 
 
 @pytest.fixture(scope="module")
-def converted(original, tmp_path_factory):
+def hub_env(original, tmp_path_factory):
+    """chatterbox's random S3Gen saved as s3gen.safetensors in a Hugging Face cache layout
+    (offline), and a private conversion cache."""
+    import huggingface_hub.constants as k
     from safetensors.torch import save_file
 
-    d = tmp_path_factory.mktemp("s3gen")
-    src = d / "s3gen.safetensors"
-    sd = {k: v.contiguous() for k, v in original.state_dict().items()}
+    root = tmp_path_factory.mktemp("s3gen")
+    base = root / "hub" / "models--ResembleAI--chatterbox"
+    blob = base / "blobs" / ("0" * 64)
+    snap = base / "snapshots" / ("c" * 40)
+    for d in (blob.parent, snap, base / "refs"):
+        d.mkdir(parents=True)
+    sd = {k_: v.contiguous() for k_, v in original.state_dict().items()}
     # the released checkpoint lacks these two tokenizer buffers (chatterbox loads it strict=False)
-    for k in ("tokenizer._mel_filters", "tokenizer.window"):
-        sd.pop(k)
-    save_file(sd, str(src))
-    dst = conv.convert(src, d / "s3gen-mlx.safetensors")
-    yield conv.load_converted(dst)
-    src.unlink()
-    dst.unlink()
+    for k_ in ("tokenizer._mel_filters", "tokenizer.window"):
+        sd.pop(k_)
+    save_file(sd, str(blob))
+    del sd
+    (snap / "s3gen.safetensors").symlink_to(blob)
+    (base / "refs" / "main").write_text("c" * 40)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(k, "HF_HUB_CACHE", str(root / "hub"))
+    mp.setattr(k, "HF_HUB_OFFLINE", True)
+    mp.setenv("AUDIO_PORTS_CACHE", str(root / "cache"))
+    yield {"root": root, "snapshot": snap}
+    mp.undo()
+    blob.unlink()
+    for f in (root / "cache").rglob("*.safetensors"):
+        f.unlink()
 
 
-def test_convert_file_roundtrip(converted, original):
+@pytest.fixture(scope="module")
+def converted(hub_env):
+    from ports.s3gen import from_pretrained
+
+    return from_pretrained("ResembleAI/chatterbox")  # hub -> strict conversion (cached) -> load
+
+
+def test_convert_file_roundtrip(converted, original, hub_env):
+    from ports.s3gen.pipeline import resolve_weights
+
+    # a folder resolves to the same checkpoint; the conversion is cached once, in the MLX format
+    assert resolve_weights(hub_env["snapshot"]).name == "s3gen.safetensors"
+    cached = list((hub_env["root"] / "cache" / "s3gen").glob(conv.TAG + "-*.safetensors"))
+    assert len(cached) == 1 and conv.is_converted(cached[0])
     assert not converted.meanflow
     # a folded weight-norm conv and a plain tensor from each part, spot-checked
     w = np.array(converted.mel2wav.ups[1].weight)
@@ -104,3 +132,54 @@ def test_missing_part_is_named(monkeypatch):
                                                 "tokenizer_rules"))
     with pytest.raises(M.MissingPartError, match="'tokenizer'.*no_such_tokenizer"):
         M.S3Gen()
+
+
+def test_resampler_matches_torchaudio():
+    import torchaudio
+
+    from ports.s3gen.resample import resample
+
+    x = np.random.default_rng(0).standard_normal(12345).astype(np.float32) * 0.3
+    for a, b in [(24000, 16000), (44100, 24000), (16000, 24000), (22050, 16000), (8000, 16000)]:
+        ref = torchaudio.transforms.Resample(a, b)(torch.from_numpy(x)).numpy()
+        out = resample(x, a, b)
+        assert out.shape == ref.shape
+        np.testing.assert_allclose(out, ref, atol=1e-6)
+
+
+def test_cli_vocode_reproduces_chatterbox_mel(converted, original, hub_env, tmp_path):
+    """``ports vocode`` with the original's noise: the dumped mel is chatterbox's mel."""
+    from ports.cli import main
+    from ports.common.audio import load_audio, write_audio
+    from ports.s3gen.parity import flow_noise, prompt_audio_sample
+
+    n = 25
+    tokens = np.random.default_rng(5).integers(0, 6561, n)
+    np.save(tmp_path / "tokens.npy", tokens)
+    write_audio(tmp_path / "ref.wav", prompt_audio_sample(0.6, 24000), 24000, subtype="FLOAT")
+    w24, _ = load_audio(tmp_path / "ref.wav")
+    with torch.no_grad():
+        ref = original.embed_ref(torch.from_numpy(w24), 24000, device="cpu")
+        torch.manual_seed(9)
+        mel_ref = original.flow_inference(torch.from_numpy(tokens)[None], ref_dict=ref,
+                                          finalize=True).numpy()
+    z = flow_noise(9, n, 2 * (ref["prompt_token"].shape[1] + n), meanflow=False)
+    np.save(tmp_path / "z.npy", z)
+    rc = main(["vocode", "--tokens", str(tmp_path / "tokens.npy"), "--prompt", str(tmp_path / "ref.wav"),
+               "-o", str(tmp_path / "out.wav"), "--noise", str(tmp_path / "z.npy"),
+               "--dump", str(tmp_path / "d.npz"), "--plot", str(tmp_path / "mel.png"), "--seed", "1"])
+    assert rc == 0
+    d = np.load(tmp_path / "d.npz")
+    assert d["mel"].shape == mel_ref.shape[1:]
+    assert np.abs(d["mel"] - mel_ref[0]).mean() <= 0.01
+    assert np.abs(d["mel"] - mel_ref[0]).max() <= 1e-3
+    wav, sr = load_audio(tmp_path / "out.wav")
+    assert sr == 24000 and len(wav) == d["wav"].shape[-1] == mel_ref.shape[-1] * 480
+    assert (tmp_path / "mel.png").stat().st_size > 1000
+    # bad token ids: one clear line, exit code 2
+    np.save(tmp_path / "bad.npy", np.array([1, 6561]))
+    assert main(["vocode", "--tokens", str(tmp_path / "bad.npy"), "--prompt", str(tmp_path / "ref.wav"),
+                 "-o", str(tmp_path / "x.wav")]) == 2
+    np.save(tmp_path / "empty.npy", np.zeros(0, np.int64))
+    assert main(["vocode", "--tokens", str(tmp_path / "empty.npy"), "--prompt", str(tmp_path / "ref.wav"),
+                 "-o", str(tmp_path / "x.wav")]) == 2
