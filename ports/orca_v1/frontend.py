@@ -87,6 +87,10 @@ def source_info(path: str | Path) -> SourceInfo:
         raise UnsupportedAudioError(
             f"{path}: 64-bit float audio; the original (pydub) cannot write such clips "
             "('bad sample width'). Convert it to 16-bit PCM or 32-bit float first.")
+    if sub == "FLOAT" and info.format == "WAVEX":
+        raise UnsupportedAudioError(
+            f"{path}: WAVE_FORMAT_EXTENSIBLE float audio; pydub's WAV reader takes it for integer "
+            "PCM (the original would score garbage). Convert it to 16-bit PCM first.")
     if sub not in _INT_SUBTYPES + ("PCM_24", "FLOAT"):
         raise UnsupportedAudioError(
             f"{path}: sample format {sub} ({info.format}) is not supported; the original takes "
@@ -166,7 +170,7 @@ def window_bounds(n_frames: int, sr: int, cfg: FrontendConfig = DEFAULT
         b, e = i, i + cfg.window_s
         f0 = int(min(b * 1000, len_ms) * (sr / 1000.0))
         f1 = int(min(e * 1000, len_ms) * (sr / 1000.0))
-        out.append((b, e, f0, min(f1, n_frames)))
+        out.append((b, e, f0, f1))  # f1 may pass the end by a frame: pydub pads silence
     return out
 
 
@@ -190,8 +194,14 @@ def stage_a_windows(samples: np.ndarray, sr: int, cfg: FrontendConfig = DEFAULT)
     if sr <= 0:
         raise ValueError(f"sample rate must be positive, got {sr}")
     b = window_bounds(x.shape[0], sr, cfg)
+    clips = []
+    for _, _, f0, f1 in b:
+        c = x[f0:f1]
+        if c.shape[0] < f1 - f0:  # pydub fills missing frames (<= 2 ms) with silence
+            c = np.concatenate([c, np.zeros((f1 - f0 - c.shape[0], x.shape[1]), x.dtype)])
+        clips.append(c)
     return Windows(np.array([w[0] for w in b], np.int32), np.array([w[1] for w in b], np.int32),
-                   [x[w[2]:w[3]] for w in b])
+                   clips)
 
 
 # ------------------------------------------------------------------ Stage B

@@ -235,3 +235,10 @@ def test_upstream_real_audio_tensors_have_stage_c_structure():
             floor = data.max() - np.float32(100.0)
             assert data.min() == floor and (data[238:] == floor).all()
             np.testing.assert_array_equal(F.stage_c_pad(data[None]), t)
+
+
+def test_wavex_float_refused(tmp_path):
+    p = tmp_path / "x.wav"
+    sf.write(p, np.zeros((48000, 3), np.float32), 16000, format="WAVEX", subtype="FLOAT")
+    with pytest.raises(UnsupportedAudioError, match="EXTENSIBLE"):
+        F.source_info(p)
