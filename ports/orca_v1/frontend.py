@@ -8,9 +8,9 @@ replaced by the arithmetic it performs, verified against soundfile/libsndfile 1.
 * float -> PCM_16 (libsndfile): ``clip(rint(x * 2**31), -2**31, 2**31 - 1) >> 16`` (scale to
   32 bit with round-to-nearest, then an arithmetic shift; this is floor(x * 32768) except for
   values within 2**-32 below a step), read back as ``int16 / 32768``.
-* pydub clip samples: 8/16/32-bit integer PCM unchanged; 24-bit PCM is widened to 32-bit *without
-  scaling* (pydub keeps the 24-bit value, so the clip is 2**8 quieter); IEEE float WAVs go through
-  ffmpeg to ``pcm_s32le`` = ``clip(rint(x * 2**31))``. 64-bit float WAVs make pydub's WAV writer
+* pydub clip samples: 8/16/32-bit integer PCM unchanged; 24-bit PCM is widened to 32-bit by
+  putting a sign byte (0x00 / 0xFF) *below* the 3 bytes, i.e. ``(v << 8) | 0xFF`` for negative
+  samples; IEEE float WAVs go through ffmpeg to ``pcm_s32le`` = ``clip(rint(x * 2**31))``. 64-bit float WAVs make pydub's WAV writer
   fail ("bad sample width") and are refused here.
 """
 from __future__ import annotations
@@ -101,8 +101,10 @@ def source_info(path: str | Path) -> SourceInfo:
 
 def _convert(raw: np.ndarray, subtype: str) -> np.ndarray:
     if subtype == "PCM_24":
-        # soundfile int32 = value << 8; pydub keeps the 24-bit value in a 32-bit sample
-        return (raw >> 8).astype(np.float32) * np.float32(1.0 / _I32)
+        # soundfile int32 = value << 8; pydub's 24->32-bit widening fills the low byte with the
+        # sign padding (0xFF for negative samples); libsndfile then reads float(int32) * 2**-31
+        v = np.where(raw < 0, raw | 0xFF, raw)
+        return v.astype(np.float32) * np.float32(1.0 / _I32)
     if subtype == "FLOAT":
         if not np.isfinite(raw).all():
             raise NonFiniteAudioError("float WAV contains NaN/Inf samples")

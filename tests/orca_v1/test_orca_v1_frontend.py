@@ -57,12 +57,13 @@ def test_float_wav_conversion_equals_ffmpeg(tmp_path):
     np.testing.assert_array_equal(F.ffmpeg_float_to_s32(x), ref)
 
 
-def test_pcm24_keeps_24bit_value_like_pydub(tmp_path):
-    q = np.array([0, 1, -1, 8388607, -8388608, 123456], np.int32)
+def test_pcm24_widened_like_pydub(tmp_path):
+    q = np.array([0, 1, -1, 8388607, -8388608, 123456, -123456], np.int32)
     p = tmp_path / "a24.wav"
     sf.write(p, q << 8, 48000, subtype="PCM_24")
     x = F.read_samples(F.source_info(p))[:, 0]
-    np.testing.assert_array_equal(x, q.astype(np.float32) * np.float32(2.0 ** -31))
+    wide = np.where(q < 0, (q << 8) | 0xFF, q << 8)  # sign byte below the 3 sample bytes
+    np.testing.assert_array_equal(x, wide.astype(np.float32) * np.float32(2.0 ** -31))
 
 
 @pytest.mark.parametrize("name", GOLDEN_FILES)
