@@ -1,0 +1,106 @@
+"""Encoder time for one 30-s window (MAX vs openai-whisper torch, and vs faster-whisper fp32),
+cold first call in a fresh process, and end-to-end transcription real-time factor."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from ports.common.bench import Case, run_cases
+
+COLD_SNIPPET = """
+import time, numpy as np
+t = time.perf_counter()
+from ports.whisper_max.pipeline import WhisperMax
+m = WhisperMax.from_pretrained("tiny.en")
+m.embed_audio(np.zeros((80, 3000), np.float32))
+print(time.perf_counter() - t)
+"""
+
+
+def cold_first_call_s() -> float:
+    """Fresh interpreter: import, load tiny.en, compile (from ~/.cache/modular when warm), encode."""
+    out = subprocess.run([sys.executable, "-c", COLD_SNIPPET], check=True, capture_output=True,
+                         text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def _speech(seconds_min: float = 35.0) -> np.ndarray:
+    from ports.common.samples import espeak
+
+    lines = ["The quick brown fox jumps over the lazy dog.",
+             "Machine learning models run on many different devices.",
+             "Please call Stella and ask her to bring these things from the store."]
+    gap = np.zeros(16000 * 2, np.float32)
+    parts, n = [], 0
+    while n < seconds_min * 16000:
+        for s in lines:
+            parts += [espeak(s), gap]
+            n += parts[-2].shape[0] + gap.shape[0]
+    return np.concatenate(parts)
+
+
+def run(quick: bool = False):
+    import torch
+    import whisper
+
+    from .config import dims_for
+    from .model import MaxAudioEncoder
+    from .parity import openai_reference, random_encoder, random_mel
+    from .pipeline import WhisperMax, resolve_source
+
+    repeats = 3 if quick else 5
+    cases: list[Case] = []
+    port = WhisperMax.from_pretrained("tiny.en")
+    ref = openai_reference(port)
+    wav = _speech(10.0 if quick else 35.0)
+    mel = port.log_mel(wav[: 30 * 16000])
+    tmel = torch.from_numpy(mel)[None]
+
+    def torch_enc(m, x):
+        def f():
+            with torch.no_grad():
+                m(x)
+        return f
+
+    cases.append(Case("encoder tiny.en 30 s: MAX vs torch", lambda: port.embed_audio(mel),
+                      torch_enc(ref.encoder, tmel), repeats=repeats,
+                      meta={"torch_threads": torch.get_num_threads()}))
+    try:
+        import ctranslate2
+        from faster_whisper import WhisperModel
+
+        fw = WhisperModel(str(resolve_source("tiny.en")), device="cpu", compute_type="float32")
+        sv = ctranslate2.StorageView.from_array(mel[None])
+        cases.append(Case("encoder tiny.en 30 s: MAX vs faster-whisper fp32",
+                          lambda: port.embed_audio(mel),
+                          lambda: fw.model.encode(sv, to_cpu=True), repeats=repeats))
+    except ImportError:
+        pass
+    if not quick:
+        dims = dims_for("base")
+        enc, sd = random_encoder(dims)
+        bport = MaxAudioEncoder(dims, sd)
+        bmel = random_mel(dims)
+        cases.append(Case("encoder base 30 s: MAX vs torch", lambda: bport(bmel),
+                          torch_enc(enc, torch.from_numpy(bmel)), repeats=repeats))
+    audio_s = wav.shape[0] / 16000
+    cases.append(Case(f"transcribe tiny.en {audio_s:.0f} s: MAX vs openai-whisper",
+                      lambda: port.transcribe(wav, temperature=0.0),
+                      lambda: whisper.transcribe(ref, wav, temperature=0.0, fp16=False),
+                      repeats=1 if quick else 2, meta={"audio_s": audio_s}))
+    report = run_cases("whisper_max", cases)
+    for row in report.cases:
+        if "audio_s" in row:
+            row["port_rtf"] = row["port_s"] / row["audio_s"]
+            row["original_rtf"] = row["original_s"] / row["audio_s"]
+    t = time.perf_counter()
+    cold = cold_first_call_s()
+    report.cases.append({"name": "cold first call (fresh process, tiny.en load+compile+encode)",
+                        "port_s": cold, "port_median_s": cold, "original_s": None,
+                        "original_median_s": None, "ratio": None, "speedup": None,
+                        "peak_rss_mb": float("nan"), "original_peak_rss_mb": None, "repeats": 1,
+                        "wall_s": time.perf_counter() - t})
+    return report
