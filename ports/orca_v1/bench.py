@@ -1,5 +1,5 @@
 """orca_v1 speed: port (in memory, batched) vs a per-window loop shaped like the original
-(each 2-s clip written to a WAV file and reloaded, down-mix and resample through 16-bit WAV files,
+(pydub loads the file and writes each 2-s clip to a WAV file that is reloaded, down-mix and resample through 16-bit WAV files,
 torchaudio transforms, model one clip at a time), in the same run. Reports real-time factors.
 
 Quick: 20 s of 48 kHz stereo. Full: adds 2 minutes (both sides) and 1 hour (port only; the loop
@@ -54,13 +54,15 @@ class ReferenceLoop:
 
         from .frontend import stage_c_pad, window_bounds
 
+        from pydub import AudioSegment  # the original's Stage A tool (pydub 0.24.1)
+
         info = sf.info(str(path))
+        audio = AudioSegment.from_wav(str(path))  # whole file in memory, as production does
         out = []
         with tempfile.TemporaryDirectory() as d:
-            for b, e, f0, f1 in window_bounds(info.frames, info.samplerate):
-                data, sr = sf.read(str(path), start=f0, stop=f1, dtype="float32", always_2d=True)
+            for b, e, _, _ in window_bounds(info.frames, info.samplerate):
                 clip = Path(d) / f"c_{b}_{e}.wav"
-                sf.write(clip, data, sr, subtype=info.subtype)
+                audio[b * 1000:e * 1000].export(clip, format="wav")
                 data, sr = sf.read(clip, dtype="float32")
                 sig = torch.from_numpy(data.T if data.ndim > 1 else data.reshape(1, -1))
                 sf.write(Path(d) / "dm.wav", torch.mean(sig, 0, True).numpy().T, sr)
