@@ -10,8 +10,15 @@ replaced by the arithmetic it performs, verified against soundfile/libsndfile 1.
   values within 2**-32 below a step), read back as ``int16 / 32768``.
 * pydub clip samples: 8/16/32-bit integer PCM unchanged; 24-bit PCM is widened to 32-bit by
   putting a sign byte (0x00 / 0xFF) *below* the 3 bytes, i.e. ``(v << 8) | 0xFF`` for negative
-  samples; IEEE float WAVs go through ffmpeg to ``pcm_s32le`` = ``clip(rint(x * 2**31))``. 64-bit float WAVs make pydub's WAV writer
-  fail ("bad sample width") and are refused here.
+  samples; IEEE float WAVs go through ffmpeg to ``pcm_s32le`` = ``clip(rint(x * 2**31))``.
+  64-bit float WAVs make pydub's WAV writer fail ("bad sample width") and are refused here, as
+  are WAVE_FORMAT_EXTENSIBLE float files (pydub reads them as integers).
+* Other containers libsndfile reads (FLAC, AIFF ...) are treated like a WAV with the same sample
+  format (the original accepts WAV only); compressed formats are refused with a clear error.
+
+Mel bits: the mel is computed with the same torch ops as torchaudio (verified equal, max abs 0.0,
+on this host). Its last bits depend on the host's FFT/SIMD kernels (MKL, ATen CPU capability), so
+the golden data is reproduced bit for bit only where torchaudio itself reproduces it.
 """
 from __future__ import annotations
 
