@@ -22,8 +22,11 @@ from .config import (CONV_CHANNELS, CONV_KERNEL, SINC_FILTERS, SINC_KERNEL, SINC
 
 FORMAT = "pyannote_mlx"
 FORMAT_VERSION = "1"
-# Lightning/pyannote classes that may appear in a checkpoint's pickle: loaded as inert stubs.
-STUB_MODULES = ("pyannote", "pytorch_lightning", "lightning", "lightning_fabric")
+# Classes that may appear in a checkpoint's pickle, loaded as inert stubs: pyannote's
+# Specifications/Problem/Resolution, Lightning containers, and torch.__version__ (a TorchVersion
+# str subclass that pyannote 2.x/3.x wrote into its "versions" entry).
+STUB_MODULES = ("pyannote", "pytorch_lightning", "lightning", "lightning_fabric",
+                "torch.torch_version")
 
 
 def sinc_filters(low_hz_: np.ndarray, band_hz_: np.ndarray, n_: np.ndarray, window_: np.ndarray,

@@ -15,6 +15,7 @@ from .config import (CONV_CHANNELS, CONV_KERNEL, POOL, SINC_FILTERS, SINC_KERNEL
                      SegmentationConfig)
 
 EPS = 1e-5  # torch.nn.InstanceNorm1d default
+SINCNET_BATCH = 8
 SLOPE = 0.01  # F.leaky_relu default
 
 
@@ -192,13 +193,27 @@ class PyanNet(nn.Module):
         yield "classifier", x
         yield "logprobs", x - mx.logsumexp(x, axis=-1, keepdims=True)
 
-    def __call__(self, waveforms):
-        """(B, 1, N) float32 -> (B, frames, 7) powerset log-probabilities."""
-        for _, x in self.stages(waveforms):
-            pass
-        return x
+    def __call__(self, waveforms, sincnet_batch: int = SINCNET_BATCH):
+        """(B, 1, N) float32 -> (B, frames, 7) powerset log-probabilities.
 
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        from mlx.utils import tree_flatten
-
-        return {k: tuple(v.shape) for k, v in tree_flatten(self.parameters())}
+        SincNet runs (and is evaluated) ``sincnet_batch`` chunks at a time: its first conv
+        unfolds 251 taps per output frame (~16 MB per chunk), which would otherwise dominate
+        peak memory at batch 32. The LSTM and head run on the whole batch.
+        """
+        if waveforms.ndim == 2:
+            waveforms = waveforms[:, None]
+        b = waveforms.shape[0]
+        if b <= sincnet_batch:
+            x = self.sincnet(waveforms)
+        else:
+            parts = []
+            for i in range(0, b, sincnet_batch):
+                part = self.sincnet(waveforms[i:i + sincnet_batch])
+                mx.eval(part)
+                parts.append(part)
+            x = mx.concatenate(parts, axis=0)
+        x = self.lstm(x)
+        for lin in self.linear:
+            x = leaky_relu(lin(x))
+        x = self.classifier(x)
+        return x - mx.logsumexp(x, axis=-1, keepdims=True)

@@ -17,17 +17,14 @@ def load_model(source: str | os.PathLike):
 
     Strict: a missing, unexpected or mis-shaped key raises ``ConversionError`` naming it.
     """
-    from ports.common.blas import import_mlx
+    from ports.common.mlx_weights import load_into
 
-    mx = import_mlx()
     from .model import PyanNet
 
     weights, cfg = load_weights(source)
     model = PyanNet(cfg)
-    model.load_weights([(k, mx.array(v)) for k, v in weights.items()], strict=True)
-    model.eval()
-    mx.eval(model.parameters())
-    return model
+    load_into(model, weights, what=f"{source}")
+    return model.eval()
 
 
 def resolve(source: str | os.PathLike = REPO, *, revision: str | None = None,

@@ -34,7 +34,9 @@ def test_receptive_field_matches_pyannote(fx):
 
 
 def test_expected_shapes_match_model(fx):
-    assert expected_shapes(fx.model.config) == fx.model.param_shapes()
+    from ports.common.mlx_weights import param_shapes
+
+    assert expected_shapes(fx.model.config) == param_shapes(fx.model)
 
 
 def test_safetensors_round_trip(fx, tmp_path):
@@ -60,6 +62,20 @@ def _resave(fx, tmp_path, edit):
     p = tmp_path / "edited.bin"
     torch.save(ck, p)
     return p
+
+
+def test_checkpoint_with_older_pyannote_extras(fx, tmp_path):
+    """pyannote 3.x checkpoints also pickle torch.__version__ (TorchVersion) and callback state."""
+    import torch
+
+    ck = torch.load(fx.checkpoint, weights_only=False)
+    ck["pyannote.audio"]["versions"] = {"torch": torch.__version__, "pyannote.audio": "3.0.0"}
+    ck["callbacks"] = {"ModelCheckpoint{'monitor': 'loss'}": {"best_model_score": torch.tensor(0.5),
+                                                              "best_model_path": "x.ckpt"}}
+    p = tmp_path / "old.bin"
+    torch.save(ck, p)
+    w, cfg = load_weights(p)
+    assert cfg == SegmentationConfig() and w.keys() == load_weights(fx.checkpoint)[0].keys()
 
 
 def test_missing_key_is_named(fx, tmp_path):
