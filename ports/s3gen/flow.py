@@ -66,8 +66,66 @@ def _pad_t(x, left: int, right: int):
     return mx.pad(x, [(0, 0), (left, right), (0, 0)])
 
 
+# MLX's CPU exp/erf/tanh are scalar libm loops (~5-15x slower than torch's vectorised ones) and
+# dominate the estimator (softmax over T x T scores, exact-GELU FFs). The versions below use only
+# arithmetic ops, which MLX runs vectorised, at float32 accuracy (checked in the tests):
+# exp: Cephes expf (max rel. error 8e-8, vs 4e-6 for mx.exp); erf: Eigen's float rational
+# approximation (max abs. error 4e-7 on [-4, 4], erf = +-1 beyond in float32).
+_EXP_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
+          5.0000001201e-1)
+_EXP_LO, _EXP_HI = -87.33654, 88.72283
+
+
+def fast_exp(x):
+    if x.dtype != mx.float32:  # half precision: MLX's own (the tricks below are float32 bit-level)
+        return mx.exp(x)
+    xc = mx.clip(x, _EXP_LO, _EXP_HI)
+    n = mx.floor(xc * 1.44269504088896341 + 0.5)
+    r = xc - n * 0.693359375  # Cody-Waite split of ln 2
+    r = r - n * -2.12194440e-4
+    p = _EXP_P[0]
+    for c in _EXP_P[1:]:
+        p = p * r + c
+    y = p * (r * r) + r + 1.0
+    two_n = mx.left_shift(n.astype(mx.int32) + 127, 23).view(mx.float32)
+    return mx.where(x < _EXP_LO, 0.0, y * two_n)
+
+
+_ERF_A = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
+          -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
+          -1.60960333262415e-02)
+_ERF_B = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+          -7.37332916720468e-03, -1.42647390514189e-02)
+
+
+def fast_erf(x):
+    if x.dtype != mx.float32:
+        return mx.erf(x)
+    x = mx.clip(x, -4.0, 4.0)
+    x2 = x * x
+    p = _ERF_A[0]
+    for a in _ERF_A[1:]:
+        p = p * x2 + a
+    q = _ERF_B[0]
+    for b in _ERF_B[1:]:
+        q = q * x2 + b
+    return x * p / q
+
+
+def softmax(s, axis: int = -1):
+    if s.dtype != mx.float32:
+        return mx.softmax(s, axis=axis, precise=True)
+    e = fast_exp(s - mx.max(s, axis=axis, keepdims=True))
+    return e / mx.sum(e, axis=axis, keepdims=True)
+
+
 def mish(x):
-    return x * mx.tanh(mx.logaddexp(x, 0.0))
+    # x * tanh(softplus(x)) = x * n / (n + 2) with n = e^x (e^x + 2); e^x capped where the ratio is 1
+    if x.dtype != mx.float32:
+        return x * mx.tanh(mx.logaddexp(x, 0.0))
+    e = fast_exp(mx.minimum(x, 20.0))
+    n = e * (e + 2.0)
+    return x * (n / (n + 2.0))
 
 
 def silu(x):
@@ -75,7 +133,7 @@ def silu(x):
 
 
 def gelu(x):  # exact (erf) GELU, as torch F.gelu(approximate="none")
-    return 0.5 * x * (1.0 + mx.erf(x * (1.0 / math.sqrt(2.0))))
+    return 0.5 * x * (1.0 + fast_erf(x * (1.0 / math.sqrt(2.0))))
 
 
 def leaky_relu(x, slope=0.01):
@@ -125,7 +183,7 @@ class LinearNoSubsampling(nn.Module):
 
     def __call__(self, x):
         x = self.out[1](self.out[0](x))
-        pos_emb = mx.array(_espnet_rel_pos_emb(x.shape[1], self.odim))
+        pos_emb = mx.array(_espnet_rel_pos_emb(x.shape[1], self.odim)).astype(x.dtype)
         return x * self.xscale, pos_emb
 
 
@@ -164,7 +222,7 @@ class RelPositionMultiHeadedAttention(nn.Module):
             bd = self.rel_shift(bd)
         scores = (ac + bd) / math.sqrt(self.d_k)
         # batch one without padding: the key mask is all true, masked_fill is a no-op
-        attn = mx.softmax(scores, axis=-1)
+        attn = softmax(scores, axis=-1)
         out = (attn @ v).transpose(0, 2, 1, 3).reshape(b, t, self.h * self.d_k)
         return self.linear_out(out)
 
@@ -258,10 +316,12 @@ def _sinusoidal_freqs(dim: int) -> np.ndarray:
 
 
 def sinusoidal_pos_emb(t, dim: int, scale: float = 1000):
-    """matcha SinusoidalPosEmb: t (B,) -> (B, dim) = [sin, cos] of scale * t * freqs."""
+    """matcha SinusoidalPosEmb: t (B,) -> (B, dim) = [sin, cos] of scale * t * freqs.
+
+    Computed in float32 (the float32 freqs promote torch's half t) and cast back to t's dtype."""
     freqs = mx.array(_sinusoidal_freqs(dim))
-    emb = (scale * t)[:, None] * freqs[None]
-    return mx.concatenate([mx.sin(emb), mx.cos(emb)], axis=-1)
+    emb = (scale * t.astype(mx.float32))[:, None] * freqs[None]
+    return mx.concatenate([mx.sin(emb), mx.cos(emb)], axis=-1).astype(t.dtype)
 
 
 class TimestepEmbedding(nn.Module):
@@ -321,7 +381,7 @@ class Attention(nn.Module):
         k = self.to_k(x).reshape(b, t, h, d).transpose(0, 2, 1, 3)
         v = self.to_v(x).reshape(b, t, h, d).transpose(0, 2, 1, 3)
         scores = (q @ k.transpose(0, 1, 3, 2)) * (d ** -0.5) + bias  # bias (B, 1, 1, T)
-        out = mx.softmax(scores, axis=-1) @ v
+        out = softmax(scores, axis=-1) @ v
         return self.to_out[0](out.transpose(0, 2, 1, 3).reshape(b, t, h * d))
 
 
@@ -395,7 +455,7 @@ class ConditionalDecoder(nn.Module):
         b, n, _ = x.shape
         x = mx.concatenate([x, mu, mx.broadcast_to(spks[:, None, :], (b, n, spks.shape[-1])), cond], axis=-1)
         # key-padding bias as mask_to_bias: (1 - mask) * -1e10
-        bias = ((1.0 - mask[:, :, 0]) * -1.0e10)[:, None, None, :]
+        bias = ((1.0 - mask[:, :, 0].astype(mx.float32)) * -1.0e10)[:, None, None, :].astype(x.dtype)
 
         resnet, tbs, down = self.down_blocks[0]
         x = resnet(x, mask, temb)
@@ -486,6 +546,7 @@ class CausalMaskedDiffWithXvec(nn.Module):
     # -- stages ---------------------------------------------------------------------------------
     def speaker_projection(self, embedding):
         e = mx.array(np.asarray(embedding, dtype=np.float32)).reshape(1, -1)
+        e = e.astype(self.spk_embed_affine_layer.weight.dtype)
         # F.normalize(dim=1): x / max(||x||, 1e-12)
         norm = mx.sqrt(mx.sum(e * e, axis=1, keepdims=True))
         return self.spk_embed_affine_layer(e / mx.maximum(norm, 1e-12))
@@ -534,6 +595,9 @@ class CausalMaskedDiffWithXvec(nn.Module):
             raise ValueError("embedding/prompt_feat contain NaN or Inf")
 
         stages = {}
+        # float16/bfloat16 weights run in that dtype (chatterbox casts the solver inputs to the
+        # estimator dtype); the returned mel is float32
+        dtype = self.encoder_proj.weight.dtype
         spks = self.speaker_projection(emb_np)  # (1, 80)
         all_tok = mx.concatenate([ptok, tok], axis=1)
         x = self.input_embedding(all_tok)  # mask is all ones for batch one
@@ -547,6 +611,7 @@ class CausalMaskedDiffWithXvec(nn.Module):
                              "frames the tokens give")
         mu = self.encoder_proj(h)  # (1, T, 80) channels-last
         cond = mx.concatenate([mx.array(pf), mx.zeros((1, mel_len2, self.output_size))], axis=1)
+        cond = cond.astype(dtype)
         total = h.shape[1]
 
         if noise is None:
@@ -560,14 +625,17 @@ class CausalMaskedDiffWithXvec(nn.Module):
             z = mx.array(z)
         if noised_mels is not None:
             nm = mx.array(np.asarray(noised_mels, dtype=np.float32))
+            if nm.ndim != 3 or nm.shape[:2] != (1, self.output_size) or nm.shape[2] > total:
+                raise ValueError(f"noised_mels: expected (1, {self.output_size}, <= {total}), got {nm.shape}")
             z = mx.concatenate([z[..., : total - nm.shape[-1]], nm], axis=-1)
+        z = z.astype(dtype)
         if return_stages:
             mx.eval(spks, x, h, mu)
             stages.update(embedding=spks, token_embedding=x, encoder_out=h,
                           mu=mu.transpose(0, 2, 1), noise=z)
 
         xt = z.transpose(0, 2, 1)  # (1, T, 80)
-        mask = mx.ones((1, total, 1))
+        mask = mx.ones((1, total, 1), dtype)
         est = self.decoder.estimator
         if meanflow:
             t_span = _linspace01_f32(int(n_timesteps))
@@ -578,9 +646,9 @@ class CausalMaskedDiffWithXvec(nn.Module):
         if progress is not None:
             steps = progress(steps)
         for i in steps:
-            t = mx.array(t_span[i: i + 1])
-            r = mx.array(t_span[i + 1: i + 2])
-            dt = mx.array(t_span[i + 1: i + 2] - t_span[i: i + 1])  # float32 r - t
+            t = mx.array(t_span[i: i + 1]).astype(dtype)
+            r = mx.array(t_span[i + 1: i + 2]).astype(dtype)
+            dt = mx.array(t_span[i + 1: i + 2] - t_span[i: i + 1]).astype(dtype)  # float32 r - t
             if meanflow:
                 dxdt = est(xt, mask, mu, t, spks, cond, r=r)
                 out = dxdt
@@ -599,7 +667,7 @@ class CausalMaskedDiffWithXvec(nn.Module):
                 raw.append(out.transpose(0, 2, 1))
                 vel.append(dxdt.transpose(0, 2, 1))
                 states.append(xt.transpose(0, 2, 1))
-        mel = xt[:, mel_len1:].transpose(0, 2, 1)
+        mel = xt[:, mel_len1:].transpose(0, 2, 1).astype(mx.float32)
         if return_stages:
             stages.update(estimator_out=raw, velocities=vel, states=states, t_span=t_span)
             return mel, stages

@@ -232,3 +232,46 @@ def test_bad_input(standard):
         port.inference(tok, None, ptok, None, pfeat, xvec[:, :10])
     with pytest.raises(ValueError, match="meanflow"):
         port.inference(tok, None, ptok, None, pfeat, xvec, meanflow=True)
+
+
+def test_half_precision_runs(standard):
+    """bfloat16/float16 weights run end to end (documented, not parity-tested): finite float32
+    mel close to the float32 result."""
+    import mlx.core as mx
+    from mlx.utils import tree_map
+
+    flow_t, port = standard
+    tok, ptok, pfeat, xvec = _inputs(10, 5, 5)
+    noise = np.random.default_rng(0).standard_normal((1, 80, 30)).astype(np.float32)
+    ref = np.array(port.inference(tok, None, ptok, None, pfeat, xvec, noise=noise, n_timesteps=2))
+    for dt in (mx.bfloat16, mx.float16):
+        half = F.CausalMaskedDiffWithXvec()
+        half.update(tree_map(lambda a: a.astype(dt), port.parameters()))
+        mel = half.inference(tok, None, ptok, None, pfeat, xvec, noise=noise, n_timesteps=2)
+        assert mel.dtype == mx.float32
+        mel = np.array(mel)
+        assert np.all(np.isfinite(mel))
+        rel = np.abs(mel - ref).max() / np.abs(ref).max()
+        assert rel < 0.1, (dt, rel)
+
+
+def test_fast_elementwise_ops_match_torch():
+    """The arithmetic-only exp/erf behind softmax, exact GELU and Mish stay at float32 accuracy."""
+    import mlx.core as mx
+
+    xs = np.concatenate([np.linspace(-30, 30, 200001), [-1e10, -100.0, 0.0, 1e-30, 50.0, 1e4]]).astype(np.float32)
+    xt = torch.from_numpy(xs).double()
+    xm = mx.array(xs)
+    gelu = np.array(F.gelu(xm)).astype(np.float64)
+    assert np.abs(gelu - torch.nn.functional.gelu(xt).numpy()).max() < 2e-6
+    mish = np.array(F.mish(xm)).astype(np.float64)
+    ref = torch.nn.functional.mish(xt).numpy()
+    assert np.all(np.abs(mish - ref) <= 4e-7 * np.maximum(1.0, np.abs(ref)))
+    ex = xs[np.abs(xs) < 80]
+    e = np.array(F.fast_exp(mx.array(ex))).astype(np.float64)
+    assert np.max(np.abs(e - np.exp(ex.astype(np.float64))) / np.exp(ex.astype(np.float64))) < 2e-7
+    assert float(F.fast_exp(mx.array([-1e10], mx.float32))[0]) == 0.0
+    s = np.random.default_rng(0).standard_normal((2, 8, 37, 37)).astype(np.float32) * 8
+    s[..., 5] = -1e10  # masked key
+    sm = np.array(F.softmax(mx.array(s))).astype(np.float64)
+    assert np.abs(sm - torch.softmax(torch.from_numpy(s).double(), -1).numpy()).max() < 1e-6
