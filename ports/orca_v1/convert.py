@@ -18,7 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ports.common.convert import (ConversionError, Drop, KeyMap, Rule, check_keys,
+from ports.common.convert import (ConversionError, KeyMap, Rule, check_keys,
                                   load_state_dict, read_safetensors, save_safetensors)
 from ports.common.unpickle import Stub, restricted_load, stub_tree_state_dict
 
@@ -27,8 +27,6 @@ FASTAI_STUB_MODULES = (
     "fastai", "audio", "torchvision", "torch.nn", "torch.optim", "functools", "pathlib",
     "fastprogress", "pandas", "spacy",
 )
-
-_NBT = r".*\.num_batches_tracked"
 
 FASTAI_TO_PORT = KeyMap([
     Rule(r"0\.0\.weight", "conv1.weight"),
@@ -216,4 +214,4 @@ def convert(src: str, dst: str) -> None:
 
 __all__ = ["FASTAI_STUB_MODULES", "fastai_to_port", "port_to_fastai", "hf_to_port", "port_to_hf",
            "detect_layout", "to_port", "read_fastai_export", "load_checkpoint", "save_hf",
-           "convert", "hf_config", "Drop"]
+           "convert", "hf_config"]

@@ -6,13 +6,12 @@ Files of any length are cut into consecutive 60-s pieces, each handled like one 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
-from .config import HF_REPO, DetectConfig, FrontendConfig, ModelConfig, OrcaConfig
+from .config import HF_REPO, OrcaConfig
 from .detect import Detection, MinuteResult, aggregate, merge_detections
 from .frontend import Features, features, iter_chunks
 
