@@ -204,3 +204,35 @@ def test_malicious_pickle_refused(tmp_path):
         C.read_fastai_export(p2)
     import os
     assert not os.path.exists("/tmp/orca_v1_pwned")
+
+
+def test_from_pretrained_hf_repo_id_offline_cache(tmp_path, monkeypatch, sd):
+    """``from_pretrained("orcasound/orcahello-srkw-detector-v1")`` through huggingface_hub, from
+    a local cache laid out like the Hub's (no network)."""
+    import hashlib
+    import os
+
+    import huggingface_hub.constants as k
+
+    from ports.orca_v1.config import HF_REPO
+    from ports.orca_v1.pipeline import from_pretrained
+
+    C.save_hf(sd, tmp_path / "src")
+    cache = tmp_path / "hub"
+    base = cache / ("models--" + HF_REPO.replace("/", "--"))
+    snap = base / "snapshots" / ("c" * 40)
+    snap.mkdir(parents=True)
+    (base / "blobs").mkdir()
+    (base / "refs").mkdir()
+    for name in ("model.safetensors", "config.json"):
+        data = (tmp_path / "src" / name).read_bytes()
+        blob = base / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snap / name).symlink_to(os.path.relpath(blob, snap))
+    (base / "refs" / "main").write_text("c" * 40)
+    monkeypatch.setattr(k, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(k, "HF_HUB_OFFLINE", True)
+    det = from_pretrained(HF_REPO)
+    got = {k2: v.numpy() for k2, v in det.model.state_dict().items()}
+    for key in sd:
+        np.testing.assert_array_equal(got[key], sd[key])
