@@ -50,6 +50,9 @@ def test_upstream_file_preds_reference_exact():
     assert r.global_prediction == ref["global_prediction"] == 1
     assert r.global_confidence / 100.0 == ref["global_confidence"]  # exact, incl. the last bit
     assert [s["start_time_s"] for s in ref["segment_predictions"]] == r.row_starts
+    seg = json.loads(next((golden_dir() / "upstream").glob("*_segment_preds_reference.json"))
+                     .read_text())["segment_predictions"]  # fastai predict(), windows 32..34
+    assert [seg[f"segment_{i}"] for i in range(3)] == ref["local_confidences"][32:35]
     # model_v1's mean_thresholded (sum/len, no *100/100) lands one ulp away
     m = aggregate(ref["local_confidences"], cfg=DetectConfig(aggregation="mean_thresholded"))
     assert abs(m.global_confidence - ref["global_confidence"]) < 1e-15
