@@ -225,8 +225,9 @@ def save_safetensors(tensors: Mapping[str, Array], path: str | os.PathLike,
                      metadata: Mapping[str, str] | None = None) -> None:
     from safetensors.numpy import save_file
 
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path),
-              metadata=dict(metadata or {}))
+    # np.ascontiguousarray would turn 0-d arrays (e.g. num_batches_tracked) into shape (1,)
+    save_file({k: np.require(np.asarray(v), requirements="C") for k, v in tensors.items()},
+              str(path), metadata=dict(metadata or {}))
 
 
 def _flatten_arrays(obj: Mapping, prefix: str = "") -> dict[str, Array]:

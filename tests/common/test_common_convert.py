@@ -100,9 +100,10 @@ def test_load_state_dict_formats(tmp_path):
         assert set(got) == set(ref), name
         for k in ref:
             assert got[k].dtype == ref[k].dtype and np.array_equal(got[k], ref[k]), (name, k)
-    C.save_safetensors({"a": ref["strided"]}, tmp_path / "o.safetensors", {"port": "x"})
+    C.save_safetensors({"a": ref["strided"], "n": np.array(7)}, tmp_path / "o.safetensors", {"port": "x"})
     back, meta = C.read_safetensors(tmp_path / "o.safetensors")
     assert np.array_equal(back["a"], ref["strided"]) and meta == {"port": "x"}
+    assert back["n"].shape == () and back["n"] == 7
 
 
 def test_load_state_dict_key_and_errors(tmp_path):
