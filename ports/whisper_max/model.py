@@ -5,13 +5,14 @@ Two graphs per model shape, compiled once per process (and cached on disk by MAX
 
 * ``stem``: conv1 (k3, pad 1) -> exact GELU -> conv2 (k3, stride 2, pad 1) -> exact GELU
   -> + positional embedding. Also returns the conv1 activation for stage-by-stage parity.
-* ``block``: one pre-LayerNorm residual attention block, plus ``ln_post`` of its output as a
-  second result. The same compiled block serves every layer (one ``init`` per layer with that
-  layer's weights), so compile time does not grow with depth; only the last layer's ``ln_post``
-  output is used.
+* ``block``: one pre-LayerNorm residual attention block (q/k/v as one GEMM, linears stored
+  (in, out)), plus ``ln_post`` of its output as a second result. The same compiled block
+  serves every layer (one ``init`` per layer with that layer's weights), so compile time does
+  not grow with depth; only the last layer's ``ln_post`` output is used.
 
 Weights are graph ``Weight``s bound at ``init`` through ``weights_registry``: one compiled graph
-serves any weight set of its shape. Names and layouts are those of the openai state dict.
+serves any weight set of its shape. The encoder takes openai's state dict (strictly checked);
+the stem binds it as is, the block binds the re-laid-out copy from :func:`block_registry`.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from ports.common.convert import check_keys
 
-from .config import N_FRAMES, WhisperDims, block_shapes, encoder_shapes
+from .config import N_FRAMES, WhisperDims, encoder_shapes
 
 LN_EPS = 1e-5  # torch.nn.LayerNorm default, used by whisper.model.LayerNorm
 
@@ -85,14 +86,13 @@ def block_graph(n_ctx: int, n_state: int, n_head: int):
     f32 = DType.float32
     T, D, H = n_ctx, n_state, n_head
     dh = D // H
-    shapes = block_shapes(D)
+    shapes = block_registry_shapes(D)
 
     def w(name):
         return Weight(name, f32, shapes[name], dev)
 
-    def linear(x, name, bias=True):
-        y = x @ ops.transpose(w(f"{name}.weight"), 0, 1)
-        return y + w(f"{name}.bias") if bias else y
+    def linear(x, name):
+        return x @ w(f"{name}.weight_t") + w(f"{name}.bias")
 
     def ln(x, name):
         return ops.layer_norm(x, w(f"{name}.weight"), w(f"{name}.bias"), LN_EPS)
@@ -100,21 +100,52 @@ def block_graph(n_ctx: int, n_state: int, n_head: int):
     with Graph(f"whisper_block_{T}_{D}_{H}",
                input_types=[TensorType(f32, (T, D), device=dev)]) as g:
         x = g.inputs[0].tensor
-        h = ln(x, "attn_ln")
+        qkv = linear(ln(x, "attn_ln"), "attn.qkv")  # one GEMM for q, k, v
         # whisper scales q and k each by dh**-0.25 (same product as SDPA's 1/sqrt(dh)).
         scale = float(dh) ** -0.25
-        q = ops.transpose(ops.reshape(linear(h, "attn.query") * scale, (T, H, dh)), 0, 1)
-        k = ops.permute(ops.reshape(linear(h, "attn.key", bias=False) * scale, (T, H, dh)),
-                        [1, 2, 0])
-        v = ops.transpose(ops.reshape(linear(h, "attn.value"), (T, H, dh)), 0, 1)
+        q = ops.transpose(ops.reshape(qkv[:, 0:D] * scale, (T, H, dh)), 0, 1)
+        k = ops.permute(ops.reshape(qkv[:, D:2 * D] * scale, (T, H, dh)), [1, 2, 0])
+        v = ops.transpose(ops.reshape(qkv[:, 2 * D:3 * D], (T, H, dh)), 0, 1)
         a = ops.softmax(q @ k) @ v  # (H, T, dh)
         x = x + linear(ops.reshape(ops.transpose(a, 0, 1), (T, D)), "attn.out")
         h = ops.gelu(linear(ln(x, "mlp_ln"), "mlp.0"), approximate="none")
         x = x + linear(h, "mlp.2")
-        ln_post = ops.layer_norm(x, Weight("ln_post.weight", f32, (D,), dev),
-                                 Weight("ln_post.bias", f32, (D,), dev), LN_EPS)
-        g.output(x, ln_post)
+        g.output(x, ln(x, "ln_post"))
     return g
+
+
+def block_registry_shapes(D: int) -> dict[str, tuple[int, ...]]:
+    """What the block graph binds: openai's block weights with the linears transposed to
+    (in, out) and q/k/v fused, plus ``ln_post``."""
+    return {"attn_ln.weight": (D,), "attn_ln.bias": (D,),
+            "attn.qkv.weight_t": (D, 3 * D), "attn.qkv.bias": (3 * D,),
+            "attn.out.weight_t": (D, D), "attn.out.bias": (D,),
+            "mlp_ln.weight": (D,), "mlp_ln.bias": (D,),
+            "mlp.0.weight_t": (D, 4 * D), "mlp.0.bias": (4 * D,),
+            "mlp.2.weight_t": (4 * D, D), "mlp.2.bias": (D,),
+            "ln_post.weight": (D,), "ln_post.bias": (D,)}
+
+
+def block_registry(w: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """openai block weights (``blocks.i.*``) -> the block graph's registry. The key projection
+    has no bias in openai's model: its slot of the fused bias is exactly zero (x + 0 == x)."""
+    def t(name):
+        return _f32(w[prefix + name].T)
+
+    zeros = np.zeros_like(w[prefix + "attn.query.bias"])
+    return {
+        "attn_ln.weight": w[prefix + "attn_ln.weight"], "attn_ln.bias": w[prefix + "attn_ln.bias"],
+        "attn.qkv.weight_t": _f32(np.concatenate([w[prefix + "attn.query.weight"],
+                                                  w[prefix + "attn.key.weight"],
+                                                  w[prefix + "attn.value.weight"]]).T),
+        "attn.qkv.bias": _f32(np.concatenate([w[prefix + "attn.query.bias"], zeros,
+                                              w[prefix + "attn.value.bias"]])),
+        "attn.out.weight_t": t("attn.out.weight"), "attn.out.bias": w[prefix + "attn.out.bias"],
+        "mlp_ln.weight": w[prefix + "mlp_ln.weight"], "mlp_ln.bias": w[prefix + "mlp_ln.bias"],
+        "mlp.0.weight_t": t("mlp.0.weight"), "mlp.0.bias": w[prefix + "mlp.0.bias"],
+        "mlp.2.weight_t": t("mlp.2.weight"), "mlp.2.bias": w[prefix + "mlp.2.bias"],
+        "ln_post.weight": w["ln_post.weight"], "ln_post.bias": w["ln_post.bias"],
+    }
 
 
 def compiled(kind: str, *shape: int):
@@ -160,11 +191,10 @@ class MaxAudioEncoder:
                                weights_registry={k: self._weights[k] for k in stem_keys})
         block_c = compiled("block", d.n_audio_ctx, d.n_audio_state, d.n_audio_head)
         self._blocks = []
-        for i in range(d.n_audio_layer):
-            reg = {k: self._weights[f"blocks.{i}.{k}"] for k in block_shapes(d.n_audio_state)}
-            reg["ln_post.weight"] = self._weights["ln_post.weight"]
-            reg["ln_post.bias"] = self._weights["ln_post.bias"]
-            self._blocks.append(sess.init(block_c, weights_registry=reg))
+        # The registry arrays must outlive the models: keep them too.
+        self._block_regs = [block_registry(self._weights, f"blocks.{i}.")
+                            for i in range(d.n_audio_layer)]
+        self._blocks = [sess.init(block_c, weights_registry=reg) for reg in self._block_regs]
 
     def _check_mel(self, mel) -> tuple[np.ndarray, bool]:
         mel = np.asarray(mel)

@@ -165,3 +165,40 @@ def test_unknown_sources_fail_clearly(tmp_path):
         resolve_source("no-such-model")
     with pytest.raises(ValueError, match="not a Whisper model folder"):
         C.load_any(tmp_path)
+
+
+def test_repo_ids_resolve_through_the_hf_cache(tmp_path, monkeypatch, hf_folder):
+    """A CTranslate2 repo (faster-whisper style) and an HF transformers repo, from a local
+    huggingface_hub cache layout (offline)."""
+    import hashlib
+    import os
+
+    import huggingface_hub.constants as k
+
+    from ports.whisper_max.pipeline import resolve_source
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(k, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(k, "HF_HUB_OFFLINE", True)
+
+    def make(repo, files):
+        base = cache / ("models--" + repo.replace("/", "--"))
+        snap = base / "snapshots" / ("c" * 40)
+        (base / "blobs").mkdir(parents=True)
+        snap.mkdir(parents=True)
+        for name, path in files.items():
+            data = path.read_bytes()
+            blob = base / "blobs" / hashlib.sha256(data).hexdigest()
+            blob.write_bytes(data)
+            (snap / name).symlink_to(os.path.relpath(blob, snap))
+        (base / "refs").mkdir()
+        (base / "refs" / "main").write_text("c" * 40)
+
+    ct2 = resolve_source("tiny.en")
+    make("someone/faster-whisper-tiny.en", {f: ct2 / f for f in ("model.bin", "config.json")})
+    folder, _ = hf_folder
+    make("someone/whisper-small-test", {f: folder / f for f in ("model.safetensors", "config.json")})
+    dims, sd = C.load_any(resolve_source("someone/faster-whisper-tiny.en"))
+    assert dims.n_vocab == 51864 and len(sd) == 167
+    dims, sd = C.load_any(resolve_source("someone/whisper-small-test"))
+    assert dims == SMALL

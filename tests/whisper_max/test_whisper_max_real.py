@@ -113,3 +113,18 @@ def test_stereo_44k_file_is_converted(port, original, tmp_path, speech):
 def test_english_only_model_refuses_translate(port, speech):
     with pytest.raises(ValueError, match="English-only"):
         port.transcribe(speech, task="translate")
+
+
+def test_word_timestamps_match_openai(port, original, speech):
+    """Cross-attention alignment (the CTranslate2 config's alignment heads) over MAX features."""
+    import whisper
+
+    heads = port.model.alignment_heads.to_dense()
+    assert heads.sum() == 8 and bool(heads[3, 4])  # tiny.en's heads, from config.json
+    original.register_buffer("alignment_heads", port.model.alignment_heads, persistent=False)
+    got = port.transcribe(speech, temperature=0.0, word_timestamps=True)
+    want = whisper.transcribe(original, speech, temperature=0.0, fp16=False,
+                              word_timestamps=True)
+    words = [(w["word"], w["start"], w["end"]) for s in got["segments"] for w in s["words"]]
+    assert words and words == [(w["word"], w["start"], w["end"])
+                               for s in want["segments"] for w in s["words"]]
