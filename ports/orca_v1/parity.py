@@ -85,16 +85,17 @@ def run(quick: bool = False):
         exact_here = bool(np.array_equal(ref, gold))
         host_exact &= exact_here
         padded = F.stage_c_pad(mel)
-        if exact_here:
-            rep.compare(f"{name}: stage C vs golden", padded, g["mels"], exact=True)
-        else:
-            # This host's FFT/SIMD kernels round differently from the golden machine: the
-            # original itself (torchaudio, row above) misses the golden by the same amount.
+        # The requirement is bit-exactness against the golden data: this row fails wherever it
+        # is not met, also when the cause is the host (see the next row), never loosened.
+        rep.compare(f"{name}: stage C vs golden", padded, g["mels"], exact=True,
+                    detail="" if exact_here else "host FFT/SIMD rounding differs from the golden "
+                    "machine's; see the 'original on this host' row")
+        if not exact_here:
             d_ref = float(np.abs(ref - gold).max())
-            d_port = float(np.abs(padded - g["mels"]).max())
-            rep.check(f"{name}: stage C vs golden (host rounding)", d_port <= d_ref,
-                      f"max|port-golden| {d_port:.3g} dB == max|torchaudio-golden| "
-                      f"{d_ref:.3g} dB on this host; golden not reproducible here",
+            d_port = float(np.abs(padded[:, :, :mel.shape[-1]] - gold).max())
+            rep.check(f"{name}: stage C golden gap == original's gap on this host",
+                      d_port == d_ref,
+                      f"max|port-golden| {d_port:.3g} dB, max|torchaudio-golden| {d_ref:.3g} dB",
                       max_abs=d_port)
         rep.check(f"{name}: stage C padding", bool((padded[:, :, mel.shape[-1]:] == 0).all()
                   and np.array_equal(padded[:, :, :mel.shape[-1]], mel)))
