@@ -183,3 +183,36 @@ def test_cli_vocode_reproduces_chatterbox_mel(converted, original, hub_env, tmp_
     np.save(tmp_path / "empty.npy", np.zeros(0, np.int64))
     assert main(["vocode", "--tokens", str(tmp_path / "empty.npy"), "--prompt", str(tmp_path / "ref.wav"),
                  "-o", str(tmp_path / "x.wav")]) == 2
+
+
+def test_cli_vc_runs(converted, original, hub_env, tmp_path):
+    """``ports vc``: source speech -> the original's tokens -> speech of the right length."""
+    from ports.cli import main
+    from ports.common.audio import load_audio, write_audio
+    from ports.common.samples import espeak
+
+    src = espeak("Hello there.", sr=16000)[:8000]
+    write_audio(tmp_path / "src.wav", src, 16000, subtype="FLOAT")
+    write_audio(tmp_path / "voice.wav", espeak("A reference voice.", voice="en-gb", sr=24000)[:14400],
+                24000, subtype="FLOAT")
+    with torch.no_grad():
+        toks, _ = original.tokenizer(torch.from_numpy(src)[None])
+    toks_port, _ = converted.tokenizer([src])
+    np.testing.assert_array_equal(np.array(toks_port), toks.numpy())
+    rc = main(["vc", str(tmp_path / "src.wav"), "--voice", str(tmp_path / "voice.wav"),
+               "-o", str(tmp_path / "vc.wav"), "--steps", "2", "--seed", "0"])
+    assert rc == 0
+    wav, sr = load_audio(tmp_path / "vc.wav")
+    assert sr == 24000 and len(wav) == toks.shape[1] * 2 * 480
+
+
+def test_meanflow_end_to_end():
+    """Turbo/Nano weights (s3gen_meanflow): detected from the state dict, 2 steps without CFG."""
+    orig = original_s3gen(seed=1, meanflow=True)
+    from ports.s3gen.parity import port_s3gen_from
+
+    port = port_s3gen_from(orig)
+    assert port.meanflow and port.config.steps == 2
+    rep = model_parity(n_tokens=25, prompt_s=0.0, seed=1, meanflow=True, original=orig, port=port)
+    print(rep.table())
+    rep.assert_passed()
