@@ -21,7 +21,8 @@ DTYPES = ("float32", "float16", "bfloat16")
 class S3GenConfig:
     meanflow: bool = False           # Turbo/Nano checkpoint (s3gen_meanflow.safetensors)
     n_timesteps: int | None = None   # None: 10 (standard, cosine, CFG 0.7) or 2 (meanflow)
-    dtype: str = "float32"           # float16/bfloat16: weights and activations, not parity-tested
+    dtype: str = "float32"           # float16/bfloat16: weight storage only (activations stay float32 by
+                                     # MLX type promotion); not parity-tested
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
