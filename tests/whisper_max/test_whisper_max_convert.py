@@ -21,8 +21,10 @@ def _openai_model(dims=SMALL, seed=0):
 
     torch.manual_seed(seed)
     m = whisper.model.Whisper(dims.to_openai()).eval()
-    with torch.no_grad():  # LayerNorms and biases non-trivial
-        for n, p in m.named_parameters():
+    with torch.no_grad():
+        # openai leaves the decoder's positional embedding uninitialised (torch.empty)
+        m.decoder.positional_embedding.normal_(0, 0.02)
+        for n, p in m.named_parameters():  # LayerNorms non-trivial
             if "ln" in n:
                 p.add_(0.1 * torch.randn_like(p))
     return m
