@@ -11,6 +11,7 @@ Batch size one, no padding (what S3Gen runs).
 from __future__ import annotations
 
 import math
+import os
 import re
 from functools import lru_cache
 
@@ -27,6 +28,7 @@ MEL_DIM = 80
 TOKEN_MEL_RATIO = 2
 PRE_LOOKAHEAD_LEN = 3
 CFG_RATE = 0.7  # chatterbox CFM_PARAMS.inference_cfg_rate
+_CACHE_LIMIT = 1 << 30  # MLX buffer cache during inference (bytes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,6 +138,35 @@ def gelu(x):  # exact (erf) GELU, as torch F.gelu(approximate="none")
     return 0.5 * x * (1.0 + fast_erf(x * (1.0 / math.sqrt(2.0))))
 
 
+def _fused(fn):
+    """`mx.compile(fn)` (fuses the ~25 arithmetic passes; MLX caches the kernels on disk), or
+    `fn` itself where compiling fails (no C++ compiler for MLX's CPU JIT) or
+    AUDIO_PORTS_MLX_COMPILE=0. Probed once on a tiny input, since MLX compiles lazily at eval."""
+    state = {}
+
+    def run(x, *args, **kw):
+        f = state.get(x.dtype)
+        if f is None:
+            f = fn
+            if os.environ.get("AUDIO_PORTS_MLX_COMPILE", "1") != "0":
+                try:
+                    c = mx.compile(fn)
+                    mx.eval(c(mx.zeros((2, 3), x.dtype)))
+                    f = c
+                except Exception:  # noqa: BLE001  (any JIT failure: run uncompiled)
+                    f = fn
+            state[x.dtype] = f
+        return f(x, *args, **kw)
+
+    run.__wrapped__ = fn
+    return run
+
+
+gelu_f = _fused(gelu)
+mish_f = _fused(mish)
+softmax_f = _fused(softmax)
+
+
 def leaky_relu(x, slope=0.01):
     return mx.where(x >= 0, x, x * slope)
 
@@ -222,7 +253,7 @@ class RelPositionMultiHeadedAttention(nn.Module):
             bd = self.rel_shift(bd)
         scores = (ac + bd) / math.sqrt(self.d_k)
         # batch one without padding: the key mask is all true, masked_fill is a no-op
-        attn = softmax(scores, axis=-1)
+        attn = softmax_f(scores)
         out = (attn @ v).transpose(0, 2, 1, 3).reshape(b, t, self.h * self.d_k)
         return self.linear_out(out)
 
@@ -343,7 +374,7 @@ class CausalBlock1D(nn.Module):
 
     def __call__(self, x, mask):
         y = self.block[0](_pad_t(x * mask, 2, 0))
-        return mish(self.block[2](y)) * mask
+        return mish_f(self.block[2](y)) * mask
 
 
 class CausalResnetBlock1D(nn.Module):
@@ -356,7 +387,7 @@ class CausalResnetBlock1D(nn.Module):
 
     def __call__(self, x, mask, t_emb):
         h = self.block1(x, mask)
-        h = h + self.mlp[1](mish(t_emb))[:, None, :]
+        h = h + self.mlp[1](mish_f(t_emb))[:, None, :]
         h = self.block2(h, mask)
         return h + self.res_conv(x * mask)
 
@@ -381,7 +412,7 @@ class Attention(nn.Module):
         k = self.to_k(x).reshape(b, t, h, d).transpose(0, 2, 1, 3)
         v = self.to_v(x).reshape(b, t, h, d).transpose(0, 2, 1, 3)
         scores = (q @ k.transpose(0, 1, 3, 2)) * (d ** -0.5) + bias  # bias (B, 1, 1, T)
-        out = softmax(scores, axis=-1) @ v
+        out = softmax_f(scores) @ v
         return self.to_out[0](out.transpose(0, 2, 1, 3).reshape(b, t, h * d))
 
 
@@ -391,7 +422,7 @@ class GELUProj(nn.Module):
         self.proj = nn.Linear(dim_in, dim_out)
 
     def __call__(self, x):
-        return gelu(self.proj(x))
+        return gelu_f(self.proj(x))
 
 
 class FeedForward(nn.Module):
@@ -563,6 +594,23 @@ class CausalMaskedDiffWithXvec(nn.Module):
         the generated part of z as chatterbox does. Returns the generated mel (1, 80, 2*n) as an
         mx.array, plus a dict of intermediates with return_stages.
         """
+        # MLX keeps only 32 MB of freed CPU buffers by default: the T x T attention buffers then
+        # come back from the OS on every op (page faults, ~2x slower softmax at 7 s of audio)
+        prev = mx.set_cache_limit(_CACHE_LIMIT)
+        if prev > _CACHE_LIMIT:
+            mx.set_cache_limit(prev)
+        try:
+            return self._inference(token, token_len, prompt_token, prompt_token_len, prompt_feat,
+                                   embedding, finalize=finalize, noise=noise,
+                                   noised_mels=noised_mels, n_timesteps=n_timesteps,
+                                   meanflow=meanflow, seed=seed, return_stages=return_stages,
+                                   progress=progress)
+        finally:
+            mx.set_cache_limit(prev)
+
+    def _inference(self, token, token_len, prompt_token, prompt_token_len, prompt_feat, embedding,
+                   *, finalize, noise, noised_mels, n_timesteps, meanflow, seed, return_stages,
+                   progress):
         meanflow = self.meanflow if meanflow is None else meanflow
         if meanflow and not self.meanflow:
             raise ValueError("meanflow inference needs a flow built with meanflow=True "
