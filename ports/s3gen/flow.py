@@ -612,9 +612,10 @@ class CausalMaskedDiffWithXvec(nn.Module):
                    *, finalize, noise, noised_mels, n_timesteps, meanflow, seed, return_stages,
                    progress):
         meanflow = self.meanflow if meanflow is None else meanflow
-        if meanflow and not self.meanflow:
+        if meanflow != self.meanflow:
             raise ValueError("meanflow inference needs a flow built with meanflow=True "
-                             "(time_embed_mixer weights)")
+                             "(time_embed_mixer weights)" if meanflow else
+                             "a meanflow flow (time_embed_mixer) only runs meanflow=True, as in chatterbox")
         if n_timesteps is None:
             n_timesteps = 2 if meanflow else 10
         if int(n_timesteps) < 1:

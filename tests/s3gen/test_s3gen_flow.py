@@ -9,17 +9,14 @@ from forward hooks and a recording wrapper around its estimator (the solver call
 """
 from __future__ import annotations
 
-from unittest import mock
-
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402  (the original; never skipped)
 
 from ports.common.convert import ConversionError, KeyMap  # noqa: E402
 from ports.s3gen import flow as F  # noqa: E402
-
-import chatterbox.models.s3gen.s3gen as cb_s3gen  # noqa: E402  (after mlx: BLAS preload first)
+from ports.s3gen.flow_bench import build_original_flow, port_from_original  # noqa: E402
 
 ENC_MAX_ABS = 1e-4
 
@@ -39,20 +36,13 @@ def _perturb_(module: "torch.nn.Module", seed: int) -> None:
 
 
 def _build_original(meanflow: bool, seed: int):
-    torch.manual_seed(seed)
-    stub = lambda *a, **k: torch.nn.Identity()  # noqa: E731
-    with mock.patch.object(cb_s3gen, "S3Tokenizer", stub), mock.patch.object(cb_s3gen, "CAMPPlus", stub):
-        t2m = cb_s3gen.S3Token2Mel(meanflow=meanflow)
-    flow = t2m.flow.eval()
+    flow = build_original_flow(meanflow, seed)
     _perturb_(flow, seed + 1)
     return flow
 
 
 def _build_port(flow_t, meanflow: bool):
-    port = F.CausalMaskedDiffWithXvec(meanflow=meanflow)
-    src = {"flow." + k: v.detach().numpy() for k, v in flow_t.state_dict().items()}
-    F.load_flow_state_dict(port, src, prefix="flow.")
-    return port
+    return port_from_original(flow_t, meanflow)  # FLOW_RULES through a strict KeyMap
 
 
 @pytest.fixture(scope="module", autouse=True)
