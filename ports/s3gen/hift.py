@@ -363,6 +363,8 @@ class HiFTGenerator(nn.Module):
         generated from the predicted F0 with ``phase``/``noise`` (or drawn from ``key``).
         ``cache_source`` overwrites the first samples like the original.
         """
+        if mel.ndim != 3 or mel.shape[1] != self.cfg.in_channels or mel.shape[2] < 1:
+            raise ValueError(f"mel must be (B, {self.cfg.in_channels}, frames), got {tuple(mel.shape)}")
         stages = {}
         if source is None:
             f0 = self.f0(mel)

@@ -71,3 +71,12 @@ def test_bad_source_shape():
     m = HiFTGenerator()
     with pytest.raises(ValueError, match="source must be"):
         m.inference(mx.zeros((1, 80, 4)), source=mx.zeros((1, 1, 100)))
+
+
+def test_bad_mel_shape():
+    from ports.common.blas import import_mlx
+    from ports.s3gen.hift import HiFTGenerator
+
+    mx = import_mlx()
+    with pytest.raises(ValueError, match="mel must be"):
+        HiFTGenerator().inference(mx.zeros((1, 100, 4)))

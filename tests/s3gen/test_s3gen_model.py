@@ -216,3 +216,22 @@ def test_meanflow_end_to_end():
     rep = model_parity(n_tokens=25, prompt_s=0.0, seed=1, meanflow=True, original=orig, port=port)
     print(rep.table())
     rep.assert_passed()
+
+
+def test_prompt_bad_input(converted):
+    from ports.common.audio import AudioError, EmptyAudioError
+    from ports.s3gen.parity import prompt_audio_sample
+
+    with pytest.raises(EmptyAudioError, match="shorter than"):
+        converted.embed_ref(np.zeros(1000, np.float32), 24000)  # < one 1920-sample mel window
+    bad = prompt_audio_sample(0.3, 24000)
+    bad[100] = np.nan
+    with pytest.raises(AudioError):
+        converted.embed_ref(bad, 24000)
+    with pytest.raises(ValueError, match="sample rate"):
+        converted.embed_ref(prompt_audio_sample(0.3, 24000), 0)
+    # another rate and two channels: averaged and resampled (as chatterbox resamples)
+    x = prompt_audio_sample(0.5, 44100)
+    ref = converted.embed_ref(np.stack([x, 0.5 * x]), 44100)
+    assert ref["prompt_feat"].shape == (1, 25, 80) and ref["embedding"].shape == (1, 192)
+    assert ref["prompt_token"].shape[1] == 12
