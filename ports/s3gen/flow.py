@@ -620,6 +620,11 @@ class CausalMaskedDiffWithXvec(nn.Module):
             n_timesteps = 2 if meanflow else 10
         if int(n_timesteps) < 1:
             raise ValueError(f"n_timesteps must be >= 1, got {n_timesteps}")
+        if not finalize:
+            # chatterbox 0.1.7 drops the last 3 tokens' frames from h but keeps the full-length
+            # mask, and its solver then fails (mask/size mismatch): there is no result to match
+            raise ValueError("finalize=False is not supported: chatterbox 0.1.7's flow fails on it "
+                             "(streaming path); use finalize=True")
         if embedding is None:
             raise ValueError("embedding (speaker x-vector, shape (1, 192)) is required")
         tok = self._tokens(token, "token")
@@ -651,8 +656,6 @@ class CausalMaskedDiffWithXvec(nn.Module):
         all_tok = mx.concatenate([ptok, tok], axis=1)
         x = self.input_embedding(all_tok)  # mask is all ones for batch one
         h = self.encoder(x)
-        if not finalize:
-            h = h[:, : -PRE_LOOKAHEAD_LEN * TOKEN_MEL_RATIO]
         mel_len1 = pf.shape[1]
         mel_len2 = h.shape[1] - mel_len1
         if mel_len2 <= 0:

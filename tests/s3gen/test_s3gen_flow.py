@@ -265,3 +265,37 @@ def test_fast_elementwise_ops_match_torch():
     s[..., 5] = -1e10  # masked key
     sm = np.array(F.softmax(mx.array(s))).astype(np.float64)
     assert np.abs(sm - torch.softmax(torch.from_numpy(s).double(), -1).numpy()).max() < 1e-6
+
+
+def _original_mel(flow_t, tok, ptok, pfeat, xvec, seed, **kw):
+    with torch.inference_mode():
+        torch.manual_seed(seed)
+        mel, _ = flow_t.inference(
+            token=torch.from_numpy(tok), token_len=torch.tensor([tok.shape[1]]),
+            prompt_token=torch.from_numpy(ptok), prompt_token_len=torch.tensor([ptok.shape[1]]),
+            prompt_feat=torch.from_numpy(pfeat), prompt_feat_len=None,
+            embedding=torch.from_numpy(xvec), **kw)
+    return mel.numpy()
+
+
+def test_not_finalized_and_noised_mels(standard, meanflow):
+    """finalize=False fails in chatterbox 0.1.7 itself (h is cut, its mask is not), so the port
+    refuses it; meanflow's `noised_mels` (the generated part of z replaced, as chatterbox's
+    S3Token2Wav.flow_inference passes it) matches."""
+    flow_t, port = standard
+    tok, ptok, pfeat, xvec = _inputs(20, 10, 21)
+    with pytest.raises(RuntimeError):
+        _original_mel(flow_t, tok, ptok, pfeat, xvec, 3, finalize=False, n_timesteps=2)
+    with pytest.raises(ValueError, match="finalize"):
+        port.inference(tok, None, ptok, None, pfeat, xvec, finalize=False, n_timesteps=2)
+
+    flow_t, port = meanflow
+    torch.manual_seed(4)
+    z = torch.randn(1, 80, 60).numpy()
+    noised = np.random.default_rng(4).standard_normal((1, 80, 40)).astype(np.float32)
+    ref = _original_mel(flow_t, tok, ptok, pfeat, xvec, 4, finalize=True, n_timesteps=2,
+                        noised_mels=torch.from_numpy(noised), meanflow=True)
+    mel = np.array(port.inference(tok, None, ptok, None, pfeat, xvec, noise=z, noised_mels=noised))
+    assert np.abs(mel - ref).max() < 1e-4
+    with pytest.raises(ValueError, match="meanflow"):
+        port.inference(tok, None, ptok, None, pfeat, xvec, meanflow=False)
