@@ -26,7 +26,8 @@ def _add_model_args(p):
 def register(subparsers) -> None:
     p = subparsers.add_parser("vocode", help="S3Gen: speech tokens + voice prompt -> 24 kHz speech")
     p.add_argument("--tokens", required=True, help="speech tokens: .npy (int, (n,) or (1, n)) or text")
-    p.add_argument("--prompt", required=True, help="reference voice audio (any rate/channels)")
+    p.add_argument("--prompt", required=True,
+                   help="reference voice audio (any rate/channels; first 10 s used, as chatterbox TTS)")
     p.add_argument("-o", "--output", required=True, help="output WAV (24 kHz)")
     p.add_argument("--noise", help="flow initial noise .npy, (1, 80, frames) or (80, frames) with "
                                    "frames = 2 * (prompt tokens + tokens), for exact reproduction")

@@ -124,7 +124,8 @@ class Snake(nn.Module):
         self.alpha = mx.ones((channels,))
 
     def __call__(self, x):
-        return x + (1.0 / (self.alpha + 1e-9)) * mx.power(mx.sin(x * self.alpha), 2)
+        s = mx.sin(x * self.alpha)
+        return x + (1.0 / (self.alpha + 1e-9)) * (s * s)  # torch's pow(s, 2) is s * s
 
 
 class ResBlock(nn.Module):
