@@ -64,6 +64,10 @@ class Conv1d(nn.Module):
         return y
 
 
+def _masked(x, mask):
+    return x if mask is None else x * mask
+
+
 def _pad_t(x, left: int, right: int):
     return mx.pad(x, [(0, 0), (left, right), (0, 0)])
 
@@ -373,8 +377,8 @@ class CausalBlock1D(nn.Module):
         self.block = [Conv1d(dim, dim_out, 3), _Slot(), LayerNorm(dim_out, eps=1e-5)]
 
     def __call__(self, x, mask):
-        y = self.block[0](_pad_t(x * mask, 2, 0))
-        return mish_f(self.block[2](y)) * mask
+        y = self.block[0](_pad_t(_masked(x, mask), 2, 0))
+        return _masked(mish_f(self.block[2](y)), mask)
 
 
 class CausalResnetBlock1D(nn.Module):
@@ -389,7 +393,7 @@ class CausalResnetBlock1D(nn.Module):
         h = self.block1(x, mask)
         h = h + self.mlp[1](mish_f(t_emb))[:, None, :]
         h = self.block2(h, mask)
-        return h + self.res_conv(x * mask)
+        return h + self.res_conv(_masked(x, mask))
 
 
 class Attention(nn.Module):
@@ -411,7 +415,9 @@ class Attention(nn.Module):
         q = self.to_q(x).reshape(b, t, h, d).transpose(0, 2, 1, 3)
         k = self.to_k(x).reshape(b, t, h, d).transpose(0, 2, 1, 3)
         v = self.to_v(x).reshape(b, t, h, d).transpose(0, 2, 1, 3)
-        scores = (q @ k.transpose(0, 1, 3, 2)) * (d ** -0.5) + bias  # bias (B, 1, 1, T)
+        scores = (q * (d ** -0.5)) @ k.transpose(0, 1, 3, 2)
+        if bias is not None:  # (B, 1, 1, T); None: no padding, the bias is all zero
+            scores = scores + bias
         out = softmax_f(scores) @ v
         return self.to_out[0](out.transpose(0, 2, 1, 3).reshape(b, t, h * d))
 
@@ -481,19 +487,23 @@ class ConditionalDecoder(nn.Module):
         return emb
 
     def __call__(self, x, mask, mu, t, spks, cond, r=None):
-        """Channels-last: x, mu, cond (B, T, 80); mask (B, T, 1); t, r (B,); spks (B, 80) -> (B, T, 80)."""
+        """Channels-last: x, mu, cond (B, T, 80); mask (B, T, 1) or None (no padding: every
+        multiplication by it and the attention bias are exact no-ops, skipped); t, r (B,);
+        spks (B, 80) -> (B, T, 80)."""
         temb = self.time_embedding(t, r)
         b, n, _ = x.shape
         x = mx.concatenate([x, mu, mx.broadcast_to(spks[:, None, :], (b, n, spks.shape[-1])), cond], axis=-1)
         # key-padding bias as mask_to_bias: (1 - mask) * -1e10
-        bias = ((1.0 - mask[:, :, 0].astype(mx.float32)) * -1.0e10)[:, None, None, :].astype(x.dtype)
+        bias = None
+        if mask is not None:
+            bias = ((1.0 - mask[:, :, 0].astype(mx.float32)) * -1.0e10)[:, None, None, :].astype(x.dtype)
 
         resnet, tbs, down = self.down_blocks[0]
         x = resnet(x, mask, temb)
         for tb in tbs:
             x = tb(x, bias)
         skip = x
-        x = down(_pad_t(x * mask, 2, 0))
+        x = down(_pad_t(_masked(x, mask), 2, 0))
         for resnet, tbs in self.mid_blocks:
             x = resnet(x, mask, temb)
             for tb in tbs:
@@ -503,9 +513,9 @@ class ConditionalDecoder(nn.Module):
         x = resnet(x, mask, temb)
         for tb in tbs:
             x = tb(x, bias)
-        x = up(_pad_t(x * mask, 2, 0))
+        x = up(_pad_t(_masked(x, mask), 2, 0))
         x = self.final_block(x, mask)
-        return self.final_proj(x * mask) * mask
+        return _masked(self.final_proj(_masked(x, mask)), mask)
 
 
 class CausalConditionalCFM(nn.Module):
@@ -687,7 +697,7 @@ class CausalMaskedDiffWithXvec(nn.Module):
                           mu=mu.transpose(0, 2, 1), noise=z)
 
         xt = z.transpose(0, 2, 1)  # (1, T, 80)
-        mask = mx.ones((1, total, 1), dtype)
+        mask = None  # batch one, no padding: chatterbox's all-ones mask
         est = self.decoder.estimator
         if meanflow:
             t_span = _linspace01_f32(int(n_timesteps))
@@ -702,7 +712,7 @@ class CausalMaskedDiffWithXvec(nn.Module):
             r = mx.array(t_span[i + 1: i + 2]).astype(dtype)
             dt = mx.array(t_span[i + 1: i + 2] - t_span[i: i + 1]).astype(dtype)  # float32 r - t
             if meanflow:
-                dxdt = est(xt, mask, mu, t, spks, cond, r=r)
+                dxdt = est(xt, None, mu, t, spks, cond, r=r)
                 out = dxdt
             else:
                 # CFG batch: the unconditional half has zero mu, speaker and cond
@@ -711,7 +721,7 @@ class CausalMaskedDiffWithXvec(nn.Module):
                 spk_in = mx.concatenate([spks, mx.zeros_like(spks)], axis=0)
                 cond_in = mx.concatenate([cond, mx.zeros_like(cond)], axis=0)
                 t_in = mx.concatenate([t, t])
-                out = est(x_in, mx.concatenate([mask, mask]), mu_in, t_in, spk_in, cond_in)
+                out = est(x_in, None, mu_in, t_in, spk_in, cond_in)
                 dxdt = (1.0 + CFG_RATE) * out[:1] - CFG_RATE * out[1:]
             xt = xt + dt * dxdt
             mx.eval(xt)
