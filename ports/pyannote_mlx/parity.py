@@ -186,7 +186,7 @@ class memo_forward:
         import hashlib
 
         fwd = self.model.forward
-        cache = {}
+        cache = self.cache = {}  # insertion order = order of the forwards
 
         def forward(x, *a, **k):
             key = (tuple(x.shape), hashlib.sha1(x.detach().cpu().numpy().tobytes()).hexdigest())
@@ -229,11 +229,16 @@ def original_speech(orig_model, vad_scores) -> list[tuple[float, float]]:
 
 def compare_inference(report: ParityReport, port_inf, orig_model, wav: np.ndarray,
                       tag: str = "") -> None:
-    with memo_forward(orig_model):
+    memo = memo_forward(orig_model)
+    with memo:
         seg_ref = original_inference(orig_model, wav, batch_size=port_inf.batch_size)
         vad_ref = original_inference(orig_model, wav, vad=True, batch_size=port_inf.batch_size)
     count_ref = original_speaker_count(orig_model, seg_ref)
-    seg = port_inf(wav)
+    seg = port_inf(wav, keep_logprobs=True)
+    # the original's log-probs of every chunk, as Inference computed them (batches in order)
+    lp_ref = np.concatenate([v.detach().numpy() for v in memo.cache.values()])
+    report.compare(f"{tag}Inference log-probs (all chunks)", seg.logprobs, lp_ref, max_abs=1e-4,
+                   detail=f"min top-2 margin {min_margin(lp_ref):.2e}")
     report.compare(f"{tag}Inference chunks (C,589,3)", seg.multilabel, seg_ref.data, exact=True)
     ch = seg_ref.sliding_window
     report.check(f"{tag}chunk window", (ch.start, ch.duration, ch.step) ==
