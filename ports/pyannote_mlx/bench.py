@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 
@@ -99,6 +98,5 @@ def run(quick: bool = False) -> BenchReport:
             row["throughput_vs_torch"] = row["original_s"] / row["port_s"]
             row["port_x_realtime"] = row["audio_s"] / row["port_s"]
     if not quick:
-        with tempfile.TemporaryDirectory():
-            report.cases[-1].update(_port_only_rss(str(fx.checkpoint), 3600.0))
+        report.cases[-1].update(_port_only_rss(str(fx.checkpoint), 3600.0))
     return report

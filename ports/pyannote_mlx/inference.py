@@ -9,12 +9,12 @@ repeats pyannote's float operations in the same order, so equal labels give equa
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from ports.common.audio import EmptyAudioError, NonFiniteAudioError, check_waveform
+from ports.common.audio import EmptyAudioError, check_waveform
 
 from .config import SegmentationConfig
 
@@ -132,7 +132,6 @@ class Segmentation:
     has_last_chunk: bool
     warm_up: tuple[float, float] = (0.0, 0.0)
     logprobs: np.ndarray | None = None  # (C, F, 7) when kept
-    extra: dict = field(default_factory=dict)
 
     @property
     def duration_s(self) -> float:
@@ -296,4 +295,4 @@ class SegmentationInference:
 
 
 __all__ = ["Window", "aggregate", "trim", "binarize_regions", "Segmentation", "iter_chunks",
-           "SegmentationInference", "NonFiniteAudioError"]
+           "SegmentationInference"]
