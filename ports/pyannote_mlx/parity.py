@@ -23,7 +23,7 @@ HPARAMS = dict(sincnet={"stride": 10},
                      "monolithic": True, "dropout": 0.5},
                linear={"hidden_size": 128, "num_layers": 2})
 # fp32 tolerances per stage. Activations are O(1) after each instance norm; the raw sinc-conv
-# output reaches O(10) (251-tap sums of the normalised wave), so it is bounded relative to its
+# output reaches O(100) (251-tap sums of the normalised wave), so it is bounded relative to its
 # scale. The sinc filters differ from torch's by 1-ulp sin/cos differences at arguments up to
 # ~400 rad, divided by the smallest |n_/2| (2e-4) next to the centre tap.
 STAGE_TOL = {"sinc_filters": {"max_abs": 1e-5}, "wav_norm": {"max_abs": 1e-5},
