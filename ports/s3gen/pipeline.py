@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ports.common.audio import load_audio
-from ports.common.hub import ModelSourceError, cached_conversion, resolve_file
+from ports.common.hub import ModelSourceError, cached_conversion, is_repo_id, resolve_file
 
 from .config import MAX_PROMPT_S, S3_SR, S3GEN_SR, WEIGHT_FILES, S3GenConfig
 
@@ -22,6 +22,9 @@ def resolve_weights(source: str | Path = DEFAULT_REPO, *, meanflow: bool | None 
     p = Path(str(source)).expanduser()
     if p.is_file():
         return p
+    if not p.exists() and not is_repo_id(str(source)):
+        raise ModelSourceError(f"S3Gen model source {str(source)!r} is neither an existing file or "
+                               "folder nor a Hugging Face repo id (owner/name)")
     names = {True: (MEANFLOW_FILE,), False: ("s3gen.safetensors", "s3gen.pt")}.get(meanflow, WEIGHT_FILES)
     errors = []
     for name in names:
@@ -29,8 +32,8 @@ def resolve_weights(source: str | Path = DEFAULT_REPO, *, meanflow: bool | None 
             return resolve_file(source, name, revision=revision, token=token)
         except ModelSourceError as err:
             errors.append(f"{name}: {err}")
-    raise ModelSourceError(f"no S3Gen weights in {source!s} (tried {', '.join(names)}):\n  "
-                           + "\n  ".join(errors))
+    raise ModelSourceError(f"no S3Gen weights in {source!s} (tried {', '.join(names)}): "
+                           + " | ".join(e.replace("\n", " ") for e in errors))
 
 
 def from_pretrained(source: str | Path = DEFAULT_REPO, *, meanflow: bool | None = None,

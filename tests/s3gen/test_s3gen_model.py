@@ -235,3 +235,13 @@ def test_prompt_bad_input(converted):
     ref = converted.embed_ref(np.stack([x, 0.5 * x]), 44100)
     assert ref["prompt_feat"].shape == (1, 25, 80) and ref["embedding"].shape == (1, 192)
     assert ref["prompt_token"].shape[1] == 12
+
+
+def test_missing_weights_are_named(tmp_path):
+    from ports.common.hub import ModelSourceError
+    from ports.s3gen.pipeline import resolve_weights
+
+    with pytest.raises(ModelSourceError, match="neither an existing file"):
+        resolve_weights(tmp_path / "nope")
+    with pytest.raises(ModelSourceError, match="s3gen.safetensors.*s3gen_meanflow.safetensors"):
+        resolve_weights(tmp_path)  # an empty folder
