@@ -7,7 +7,6 @@ The four parts live in their own files; a part missing from the install gives a
 from __future__ import annotations
 
 import importlib
-import logging
 import warnings
 
 import numpy as np
@@ -18,8 +17,6 @@ mx = import_mlx()
 import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 
 from .config import MAX_PROMPT_S, S3_SR, S3GEN_SR, SPEECH_VOCAB_SIZE, S3GenConfig  # noqa: E402
-
-log = logging.getLogger(__name__)
 
 # part name (= state-dict prefix) -> (module, class, rules factory)
 PARTS = {

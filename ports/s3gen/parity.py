@@ -4,7 +4,6 @@ Test/parity code only: imports torch and chatterbox, which the port itself never
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
