@@ -81,6 +81,7 @@ def demo(out_dir: Path):
     from .parity import real_report
 
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     gap = np.zeros(16000 * 3, np.float32)
     text = ["Whisper runs its audio encoder as a MAX graph.",
             "The decoder is the original one from open A I whisper.",

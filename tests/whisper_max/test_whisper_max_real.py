@@ -128,3 +128,22 @@ def test_word_timestamps_match_openai(port, original, speech):
     words = [(w["word"], w["start"], w["end"]) for s in got["segments"] for w in s["words"]]
     assert words and words == [(w["word"], w["start"], w["end"])
                                for s in want["segments"] for w in s["words"]]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known: on a window with 3-s silences, one feature differs by ~1.3e-3 (mean 2e-6) from "
+    "openai's encoder, vs 2.6e-4 between openai's own SDPA and non-SDPA paths. Traced on this "
+    "machine to block 3: MAX's attention output is ~2x less accurate than torch's against a "
+    "float64 reference (7.5e-6 vs 4e-6; LayerNorm, GELU and the MLP GEMMs measured as accurate "
+    "as torch), and the MLP amplifies it on frames whose residual reaches ~630. Tokens and "
+    "segments stay identical."))
+def test_features_on_silence_padded_window_within_1e_3(port, original):
+    gap = np.zeros(16000 * 3, np.float32)
+    text = ["Whisper runs its audio encoder as a MAX graph.",
+            "The decoder is the original one from open A I whisper.",
+            "Each thirty second window is encoded once and decoded greedily."]
+    wav = np.concatenate([p for s in text * 2 for p in (espeak(s), gap)])[: 30 * 16000]
+    mel = port.log_mel(wav)
+    with torch.no_grad():
+        ref = original.encoder(torch.from_numpy(mel)[None])[0].numpy()
+    assert np.abs(port.embed_audio(mel) - ref).max() <= 1e-3
