@@ -309,7 +309,6 @@ class EncoderUpsample1D(nn.Module):
         self.conv = Conv1d(channels, channels, stride * 2 + 1)
 
     def __call__(self, x):
-        b, t, c = x.shape
         x = mx.repeat(x, self.stride, axis=1)
         return self.conv(_pad_t(x, self.stride * 2, 0))
 
