@@ -135,7 +135,8 @@ def test_word_timestamps_match_openai(port, original, speech):
     "openai's encoder, vs 2.6e-4 between openai's own SDPA and non-SDPA paths. Traced on this "
     "machine to block 3: MAX's attention output is ~2x less accurate than torch's against a "
     "float64 reference (7.5e-6 vs 4e-6; LayerNorm, GELU and the MLP GEMMs measured as accurate "
-    "as torch), and the MLP amplifies it on frames whose residual reaches ~630. Tokens and "
+    "as torch; a hand-written max-subtracted softmax and a 1/sqrt(dh) score scale give the "
+    "same error), and the MLP amplifies it on frames whose residual reaches ~630. Tokens and "
     "segments stay identical."))
 def test_features_on_silence_padded_window_within_1e_3(port, original):
     gap = np.zeros(16000 * 3, np.float32)
