@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-from ports.common.audio import EmptyAudioError, UnsupportedAudioError, check_waveform
+from ports.common.audio import (EmptyAudioError, UnsupportedAudioError, check_waveform,
+                                sinc_resample)
 
 S3GEN_SR = 24000
 N_FFT = 1920
@@ -85,40 +86,6 @@ def frames(x: np.ndarray, size: int, hop: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ prompt audio
-def _sinc_kernel(orig: int, new: int, width_zc: int = 6, rolloff: float = 0.99):
-    """torchaudio ``_get_sinc_resample_kernel`` (sinc_interp_hann, dtype None): (new, K) float32."""
-    base = min(orig, new) * rolloff
-    width = math.ceil(width_zc * orig / base)
-    idx = np.arange(-width, width + orig, dtype=np.float64)[None] / orig
-    # torch: int arange / new_freq is float32, then promoted by the float64 idx
-    t = (np.arange(0, -new, -1) / new).astype(np.float32).astype(np.float64)[:, None] + idx
-    t = np.clip(t * base, -width_zc, width_zc)
-    window = np.cos(t * math.pi / width_zc / 2) ** 2
-    t = t * math.pi
-    with np.errstate(invalid="ignore", divide="ignore"):
-        k = np.where(t == 0, 1.0, np.sin(t) / t)
-    return (k * (window * (base / orig))).astype(np.float32), width
-
-
-def sinc_resample(x: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
-    """``torchaudio.transforms.Resample(orig_sr, new_sr)`` (what chatterbox's ``embed_ref`` uses
-    for the prompt): windowed-sinc (Hann, 6 zero crossings, rolloff 0.99) on (..., N) float32."""
-    x = np.asarray(x, dtype=np.float32)
-    if orig_sr == new_sr:
-        return x
-    g = math.gcd(int(orig_sr), int(new_sr))
-    orig, new = int(orig_sr) // g, int(new_sr) // g
-    kernel, width = _sinc_kernel(orig, new)
-    lead = x.shape[:-1]
-    x2 = x.reshape(-1, x.shape[-1]).astype(np.float64)
-    n = x2.shape[-1]
-    xp = np.pad(x2, [(0, 0), (width, width + orig)])
-    blocks = frames(xp, kernel.shape[1], orig)                   # (B, nb, K)
-    out = (blocks @ kernel.T.astype(np.float64)).reshape(x2.shape[0], -1)
-    target = math.ceil(new * n / orig)
-    return out[:, :target].astype(np.float32).reshape(*lead, -1)
-
-
 def as_mono(wav, name: str = "prompt") -> np.ndarray:
     """float32 mono (N,): (N,), (1, N) or (C, N) channels-first (averaged, as ``load_audio``)."""
     x = np.asarray(wav)

@@ -96,7 +96,7 @@ class S3Gen(nn.Module):
         from ``sr`` to each of 24 kHz and 16 kHz with torchaudio's sinc resampler, as chatterbox
         does."""
         from .mel import mel_spectrogram, prompt_audio
-        from .resample import resample
+        from ports.common.audio import sinc_resample as resample
 
         if not isinstance(sr, (int, np.integer)) or sr <= 0:
             raise ValueError(f"prompt sample rate must be a positive integer, got {sr!r}")

@@ -244,7 +244,7 @@ def model_parity(n_tokens: int = 50, prompt_s: float = 1.0, seed: int = 0, meanf
         with torch.no_grad():
             ref_t = orig.embed_ref(torch.from_numpy(w24), SR, device="cpu")
             w16 = get_resampler(SR, 16000, "cpu")(torch.from_numpy(w24)[None])[0].numpy()
-        from .resample import resample
+        from ports.common.audio import sinc_resample as resample
 
         rep.compare(pre + "resample_24k_16k", resample(w24, SR, 16000), w16, max_abs=1e-5)
         rep.compare(pre + "prompt_mel", mel_spectrogram(w24).transpose(0, 2, 1), ref_t["prompt_feat"],

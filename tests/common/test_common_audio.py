@@ -114,3 +114,16 @@ def test_write_audio_roundtrip(tmp_path):
     p = A.write_audio(tmp_path / "o.wav", x, 16000, subtype="FLOAT")
     y, sr = A.load_audio(p, channels="all")
     assert sr == 16000 and np.array_equal(y, x)
+
+
+@pytest.mark.parametrize("rates", [(24000, 16000), (44100, 24000), (16000, 24000), (22050, 16000), (8000, 16000)])
+def test_sinc_resample_matches_torchaudio(rates):
+    import torch
+    import torchaudio  # pure-Python Resample works without its .so files
+
+    a, b = rates
+    x = (0.3 * np.random.default_rng(0).standard_normal((2, 12345))).astype(np.float32)
+    ref = torchaudio.transforms.Resample(a, b)(torch.from_numpy(x)).numpy()
+    out = A.sinc_resample(x, a, b)
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, atol=1e-6)
