@@ -13,6 +13,7 @@ global (``os.system``, ``builtins.eval`` ...) is refused.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Mapping
 
@@ -28,31 +29,15 @@ FASTAI_STUB_MODULES = (
     "fastprogress", "pandas", "spacy",
 )
 
-FASTAI_TO_PORT = KeyMap([
-    Rule(r"0\.0\.weight", "conv1.weight"),
-    Rule(r"0\.1\.(.+)", r"bn1.\1"),
-    Rule(r"0\.4\.(.+)", r"layer1.\1"),
-    Rule(r"0\.5\.(.+)", r"layer2.\1"),
-    Rule(r"0\.6\.(.+)", r"layer3.\1"),
-    Rule(r"0\.7\.(.+)", r"layer4.\1"),
-    Rule(r"1\.2\.(.+)", r"fc.1.\1"),
-    Rule(r"1\.4\.(.+)", r"fc.3.\1"),
-    Rule(r"1\.6\.(.+)", r"fc.5.\1"),
-    Rule(r"1\.8\.(.+)", r"fc.7.\1"),
-], what="fastai state dict")
-
-PORT_TO_FASTAI = KeyMap([
-    Rule(r"conv1\.weight", "0.0.weight"),
-    Rule(r"bn1\.(.+)", r"0.1.\1"),
-    Rule(r"layer1\.(.+)", r"0.4.\1"),
-    Rule(r"layer2\.(.+)", r"0.5.\1"),
-    Rule(r"layer3\.(.+)", r"0.6.\1"),
-    Rule(r"layer4\.(.+)", r"0.7.\1"),
-    Rule(r"fc\.1\.(.+)", r"1.2.\1"),
-    Rule(r"fc\.3\.(.+)", r"1.4.\1"),
-    Rule(r"fc\.5\.(.+)", r"1.6.\1"),
-    Rule(r"fc\.7\.(.+)", r"1.8.\1"),
-], what="port state dict")
+# fastai v1 cnn_learner layout (body 0.x, head 1.x) <-> torchvision names; one table, both ways.
+# fastai's conv1 (0.0) has no bias, so every pair maps whole key suffixes.
+FASTAI_PREFIXES = [("0.0.", "conv1."), ("0.1.", "bn1."), ("0.4.", "layer1."), ("0.5.", "layer2."),
+                   ("0.6.", "layer3."), ("0.7.", "layer4."), ("1.2.", "fc.1."), ("1.4.", "fc.3."),
+                   ("1.6.", "fc.5."), ("1.8.", "fc.7.")]
+FASTAI_TO_PORT = KeyMap([Rule(re.escape(a) + "(.+)", b + r"\1") for a, b in FASTAI_PREFIXES],
+                        what="fastai state dict")
+PORT_TO_FASTAI = KeyMap([Rule(re.escape(b) + "(.+)", a + r"\1") for a, b in FASTAI_PREFIXES],
+                        what="port state dict")
 
 HF_TO_PORT = KeyMap([Rule(r"model\.(.+)", r"\1")], what="HF model_v1 state dict")
 PORT_TO_HF = KeyMap([Rule(r"(.+)", r"model.\1")], what="port state dict")
