@@ -240,6 +240,16 @@ def _flatten_arrays(obj: Mapping, prefix: str = "") -> dict[str, Array]:
     return out
 
 
+def is_safetensors(path: str | os.PathLike) -> bool:
+    """By suffix, or by content: 8-byte header length followed by the JSON header's ``{``."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return True
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
 def load_state_dict(path: str | os.PathLike, *, key: str | None = None,
                     stub_modules: Iterable[str] = ()) -> dict[str, Array]:
     """Tensors of a safetensors file, a torch checkpoint (zip or legacy) or a pickled dict.
@@ -251,9 +261,7 @@ def load_state_dict(path: str | os.PathLike, *, key: str | None = None,
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
+    if is_safetensors(path):
         return read_safetensors(path)[0]
     obj = restricted_load(path, stub_modules=stub_modules)
     if key is not None:
@@ -273,4 +281,4 @@ def load_state_dict(path: str | os.PathLike, *, key: str | None = None,
 
 __all__ = ["ConversionError", "KeyMap", "Rule", "Drop", "Combine", "transpose", "reshape",
            "squeeze", "astype", "add", "weight_norm", "chain", "check_keys", "read_safetensors",
-           "save_safetensors", "load_state_dict"]
+           "save_safetensors", "load_state_dict", "is_safetensors"]

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ports.common.convert import (Combine, ConversionError, KeyMap, Rule, add, check_keys,
-                                  read_safetensors, save_safetensors, transpose)
+                                  is_safetensors, read_safetensors, save_safetensors, transpose)
 from ports.common.unpickle import Stub, restricted_load
 
 from .config import (CONV_CHANNELS, CONV_KERNEL, SINC_FILTERS, SINC_KERNEL, SINC_MIN_BAND_HZ,
@@ -130,9 +130,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], Segmentati
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
+    if is_safetensors(path):
         tensors, meta = read_safetensors(path)
         cfg = SegmentationConfig.from_json(meta["config"]) if "config" in meta else SegmentationConfig()
         return tensors, cfg, meta.get("format") == FORMAT
