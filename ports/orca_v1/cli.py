@@ -1,7 +1,6 @@
 """``ports detect``: OrcaHello v1 orca-call detection; parity/bench/demo/convert hooks."""
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from pathlib import Path

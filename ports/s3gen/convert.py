@@ -12,26 +12,13 @@ from ports.common.blas import import_mlx
 
 mx = import_mlx()
 
-from mlx.utils import tree_flatten  # noqa: E402
-
-from ports.common.convert import (ConversionError, KeyMap, check_keys, load_state_dict,  # noqa: E402
+from ports.common.convert import (ConversionError, KeyMap, load_state_dict,  # noqa: E402
                                   read_safetensors, save_safetensors)
+from ports.common.mlx_weights import convert_into, load_into, param_shapes  # noqa: E402
 
 FORMAT = "ports.s3gen/1"
 TAG = "s3gen-mlx-v1"  # cached_conversion tag: bump when the conversion changes
 MEANFLOW_KEY = "flow.decoder.estimator.time_embed_mixer.weight"
-
-
-def param_shapes(module, prefix: str = "") -> dict:
-    return {prefix + k: tuple(v.shape) for k, v in tree_flatten(module.parameters())}
-
-
-def load_into(module, weights: dict, what: str) -> None:
-    """Strict load of converted (port-named) weights into ``module``."""
-    check_keys(weights, param_shapes(module), what)
-    module.load_weights([(k, mx.array(np.asarray(v, dtype=np.float32))) for k, v in weights.items()],
-                        strict=True)
-    mx.eval(module.parameters())
 
 
 def load_hift(src: dict, cfg=None, prefix: str = "mel2wav."):
@@ -39,8 +26,7 @@ def load_hift(src: dict, cfg=None, prefix: str = "mel2wav."):
     from .hift import HiFTGenerator, hift_rules
 
     model = HiFTGenerator(cfg)
-    w = KeyMap(hift_rules(prefix), what="mel2wav weights").apply(src, expected=param_shapes(model, prefix))
-    load_into(model, {k[len(prefix):]: v for k, v in w.items()}, "mel2wav weights")
+    convert_into(model, KeyMap(hift_rules(prefix), what="mel2wav weights"), src, prefix=prefix)
     return model
 
 
@@ -107,7 +93,7 @@ def load_converted(path: str | Path, config=None):
     elif config.meanflow != mf:
         raise ValueError(f"{path}: meanflow={mf} weights, but the config asks for meanflow={config.meanflow}")
     model = S3Gen(config)
-    load_into(model, w, f"converted S3Gen weights {path}")
+    load_into(model, w, what=f"converted S3Gen weights {path}")
     return model
 
 

@@ -696,7 +696,6 @@ class CausalMaskedDiffWithXvec(nn.Module):
                           mu=mu.transpose(0, 2, 1), noise=z)
 
         xt = z.transpose(0, 2, 1)  # (1, T, 80)
-        mask = None  # batch one, no padding: chatterbox's all-ones mask
         est = self.decoder.estimator
         if meanflow:
             t_span = _linspace01_f32(int(n_timesteps))
@@ -764,18 +763,9 @@ def flow_rules(prefix: str = "flow."):
 FLOW_RULES = flow_rules("flow.")
 
 
-def flow_param_shapes(model: CausalMaskedDiffWithXvec, prefix: str = "") -> dict:
-    from mlx.utils import tree_flatten
-
-    return {prefix + k: tuple(v.shape) for k, v in tree_flatten(model.parameters())}
-
-
 def load_flow_state_dict(model: CausalMaskedDiffWithXvec, src, prefix: str = "flow.") -> None:
     """Strictly convert chatterbox flow tensors (keys `prefix + ...`, numpy) and load them."""
     from ports.common.convert import KeyMap
+    from ports.common.mlx_weights import convert_into
 
-    out = KeyMap(flow_rules(prefix), what="s3gen flow weights").apply(
-        src, expected=flow_param_shapes(model, prefix))
-    n = len(prefix)
-    model.load_weights([(k[n:], mx.array(v.astype(np.float32, copy=False))) for k, v in out.items()],
-                       strict=True)
+    convert_into(model, KeyMap(flow_rules(prefix), what="s3gen flow weights"), src, prefix=prefix)

@@ -8,8 +8,6 @@ Original: 24 kHz mono, reflect pad (n_fft - hop) / 2 = 720 on both sides, ``torc
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ports.common.audio import (EmptyAudioError, UnsupportedAudioError, check_waveform,

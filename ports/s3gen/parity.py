@@ -185,7 +185,7 @@ def port_s3gen_from(original):
 
     w, mf = convert_state_dict(state_dict_numpy(original))
     port = S3Gen(S3GenConfig(meanflow=mf))
-    load_into(port, w, "S3Gen weights")
+    load_into(port, w, what="S3Gen weights")
     return port
 
 
@@ -220,11 +220,8 @@ def model_parity(n_tokens: int = 50, prompt_s: float = 1.0, seed: int = 0, meanf
     then tokens -> mel -> waveform with the original's noise and source injected."""
     import torch
 
-    from ports.common.blas import import_mlx
-
     from .hift import trim_fade
 
-    mx = import_mlx()
     pre = prefix if prefix is not None else ("meanflow." if meanflow else "") + \
         (f"p{prompt_s:g}s." if prompt_s else "noprompt.")
     rep = report or ParityReport("s3gen")

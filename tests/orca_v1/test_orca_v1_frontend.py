@@ -1,6 +1,5 @@
 """orca_v1 frontend vs libsndfile, pydub/ffmpeg conversions, torchaudio and the golden data."""
 import io
-import json
 import math
 import shutil
 import subprocess

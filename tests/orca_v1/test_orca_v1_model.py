@@ -1,5 +1,4 @@
 """orca_v1 model structure and converters (no real weights offline: seeded random weights)."""
-import io
 import pickle
 import sys
 import types

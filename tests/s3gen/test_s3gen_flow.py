@@ -15,6 +15,7 @@ import pytest
 import torch  # noqa: E402  (the original; never skipped)
 
 from ports.common.convert import ConversionError, KeyMap  # noqa: E402
+from ports.common.mlx_weights import param_shapes  # noqa: E402
 from ports.s3gen import flow as F  # noqa: E402
 from ports.s3gen.flow_bench import build_original_flow, port_from_original  # noqa: E402
 
@@ -194,7 +195,7 @@ def test_flow_rules_strict(standard):
     flow_t, _ = standard
     src = {"flow." + k: v.detach().numpy() for k, v in flow_t.state_dict().items()}
     port = F.CausalMaskedDiffWithXvec()
-    expected = F.flow_param_shapes(port, "flow.")
+    expected = param_shapes(port, "flow.")
     out = KeyMap(F.FLOW_RULES).apply(src, expected=expected)
     assert out["flow.encoder.up_layer.conv.weight"].shape == (512, 5, 512)
     missing = dict(src)

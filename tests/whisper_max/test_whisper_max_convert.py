@@ -1,6 +1,5 @@
 """Converters (openai .pt, HF transformers, CTranslate2) against the originals' own modules.
 No MAX here: the mapping is proven with torch modules of the originals."""
-import json
 import struct
 
 import numpy as np
