@@ -2,12 +2,11 @@
 safetensors, and end to end (prompt -> tokens/x-vector/mel -> flow -> HiFT) against it."""
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from ports.common.convert import ConversionError  # noqa: E402
-from ports.s3gen import convert as conv  # noqa: E402
-from ports.s3gen.parity import model_parity, original_s3gen, state_dict_numpy  # noqa: E402
+from ports.common.convert import ConversionError
+from ports.s3gen import convert as conv
+from ports.s3gen.parity import model_parity, original_s3gen, state_dict_numpy
 
 
 @pytest.fixture(scope="module", autouse=True)
