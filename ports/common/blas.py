@@ -50,6 +50,13 @@ def preload_blas() -> str | None:
     _done = True
     if sys.platform != "linux":
         return None
+    # libtorch_cpu exports its statically linked MKL (sgemm_, cblas_*). Once a BLAS sits in the
+    # global scope, a torch imported later binds those calls to it, nested inside torch's OpenMP
+    # threads: measured 19x slower. Importing torch first keeps it bound to its own MKL.
+    import importlib.util
+
+    if "torch" not in sys.modules and importlib.util.find_spec("torch") is not None:
+        import torch  # noqa: F401
     if "mlx.core" in sys.modules:
         import warnings
 

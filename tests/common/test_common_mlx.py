@@ -46,3 +46,15 @@ def test_mlx_strict_loading_names_keys():
         load_into(m, {"p.layers.0.weight": np.ones((4, 3)), "p.layers.0.bias": np.ones(4), "p.extra": np.ones(1)},
                   prefix="p.")
     assert "extra" in str(ei.value)
+
+
+def test_preload_binds_torch_to_its_own_blas_first():
+    # torch imported after a global OpenBLAS binds its exported MKL symbols to OpenBLAS (19x
+    # slower convolutions/attention here): preload_blas must import torch first when installed.
+    import subprocess
+    import sys
+
+    code = ("import sys; from ports.common.blas import preload_blas; preload_blas(); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
