@@ -6,10 +6,12 @@ names mirror the original's state dict (see ``convert.py`` for the few differenc
 """
 from __future__ import annotations
 
-import mlx.core as mx
-import mlx.nn as nn
+from ports.common.blas import import_mlx
 
-from ports.common import mlx_ops
+mx = import_mlx()  # the optimized BLAS must be global before MLX loads
+import mlx.nn as nn  # noqa: E402
+
+from ports.common import mlx_ops  # noqa: E402
 
 from .config import (CONV_CHANNELS, CONV_KERNEL, POOL, SINC_FILTERS, SINC_KERNEL,
                      SegmentationConfig)

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from ports.common.bench import Case, run_cases
-from ports.common.parity import ParityReport, metrics
+from ports_parity.common.bench import Case, run_cases
+from ports_parity.common.parity import ParityReport, metrics
 
 
 def test_metrics_values():

@@ -17,7 +17,7 @@ import torch  # noqa: E402  (the original; never skipped)
 from ports.common.convert import ConversionError, KeyMap  # noqa: E402
 from ports.common.mlx_weights import param_shapes  # noqa: E402
 from ports.s3gen import flow as F  # noqa: E402
-from ports.s3gen.flow_bench import build_original_flow, port_from_original  # noqa: E402
+from ports_parity.s3gen.originals import build_original_flow, port_from_original  # noqa: E402
 
 ENC_MAX_ABS = 1e-4
 

@@ -3,7 +3,7 @@ parametrized as in the checkpoint), loaded strictly through HIFT_RULES."""
 import numpy as np
 import pytest
 
-from ports.s3gen.parity import hift_parity, original_hift, phase_drift, state_dict_numpy
+from ports_parity.s3gen.parity import hift_parity, original_hift, phase_drift, state_dict_numpy
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import torch
 
 from ports.common.convert import ConversionError
 from ports.s3gen import convert as conv
-from ports.s3gen.parity import model_parity, original_s3gen, state_dict_numpy
+from ports_parity.s3gen.parity import model_parity, original_s3gen, state_dict_numpy
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -150,7 +150,7 @@ def test_cli_vocode_reproduces_chatterbox_mel(converted, original, hub_env, tmp_
     """``ports vocode`` with the original's noise: the dumped mel is chatterbox's mel."""
     from ports.cli import main
     from ports.common.audio import load_audio, write_audio
-    from ports.s3gen.parity import flow_noise, prompt_audio_sample
+    from ports_parity.s3gen.parity import flow_noise, prompt_audio_sample
 
     n = 25
     tokens = np.random.default_rng(5).integers(0, 6561, n)
@@ -208,7 +208,7 @@ def test_cli_vc_runs(converted, original, hub_env, tmp_path):
 def test_meanflow_end_to_end():
     """Turbo/Nano weights (s3gen_meanflow): detected from the state dict, 2 steps without CFG."""
     orig = original_s3gen(seed=1, meanflow=True)
-    from ports.s3gen.parity import port_s3gen_from
+    from ports_parity.s3gen.parity import port_s3gen_from
 
     port = port_s3gen_from(orig)
     assert port.meanflow and port.config.steps == 2
@@ -219,7 +219,7 @@ def test_meanflow_end_to_end():
 
 def test_prompt_bad_input(converted):
     from ports.common.audio import AudioError, EmptyAudioError
-    from ports.s3gen.parity import prompt_audio_sample
+    from ports_parity.s3gen.parity import prompt_audio_sample
 
     with pytest.raises(EmptyAudioError, match="shorter than"):
         converted.embed_ref(np.zeros(1000, np.float32), 24000)  # < one 1920-sample mel window

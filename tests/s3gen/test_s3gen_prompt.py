@@ -15,7 +15,7 @@ import torch
 from ports.common.audio import (EmptyAudioError, NonFiniteAudioError, UnsupportedAudioError,
                                 sinc_resample)
 from ports.common.convert import ConversionError
-from ports.common.parity import ParityReport
+from ports_parity.common.parity import ParityReport
 from ports.common.samples import espeak
 
 from ports.common.blas import import_mlx  # noqa: E402  (optimized BLAS before mlx)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ports.common.bench import Case, run_cases
+from ports_parity.common.bench import Case, run_cases
 
 SR = 24000
 
@@ -15,7 +15,7 @@ def run(quick: bool = False):
 
     from ports.common.blas import import_mlx, loaded
 
-    from .parity import original_s3gen, port_s3gen_from, prompt_audio_sample
+    from ports_parity.s3gen.parity import original_s3gen, port_s3gen_from, prompt_audio_sample
 
     mx = import_mlx()
     orig = original_s3gen(0)
@@ -67,9 +67,9 @@ def run(quick: bool = False):
         cases.append(Case(f"vocoder {secs} s", pv, ov, meta={"audio_s": float(secs)}, **reps))
 
     def pe():
-        from .pipeline import vocode
+        from ports.s3gen.pipeline import vocode
 
-        vocode(port, tokens, w24, SR, seed=0)
+        vocode(tokens, w24, SR, model=port, seed=0)
 
     def oe():
         with torch.inference_mode():

@@ -1,6 +1,6 @@
 """Benchmark cases for the S3Gen flow: MLX port vs chatterbox's own flow, same random weights.
 
-`bench_flow_cases()` returns `ports.common.bench.Case`s for `run_cases`; the integration's
+`bench_flow_cases()` returns `ports_parity.common.bench.Case`s for `run_cases`; the integration's
 `bench.py` includes them. Needs torch + chatterbox (the original) installed.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ def build_original_flow(meanflow: bool = False, seed: int = 0):
 
 def port_from_original(flow_t, meanflow: bool = False):
     """The MLX flow loaded from the original's state dict through FLOW_RULES (strict)."""
-    from .flow import CausalMaskedDiffWithXvec, load_flow_state_dict
+    from ports.s3gen.flow import CausalMaskedDiffWithXvec, load_flow_state_dict
 
     port = CausalMaskedDiffWithXvec(meanflow=meanflow)
     load_flow_state_dict(port, {"flow." + k: v.detach().numpy() for k, v in flow_t.state_dict().items()})
@@ -49,7 +49,7 @@ def bench_flow_cases(quick: bool = False, n_tok: int = 100, prompt_s: float = 3.
     import torch
     import mlx.core as mx
 
-    from ports.common.bench import Case
+    from ports_parity.common.bench import Case
 
     flow_t = build_original_flow(meanflow, seed=0)
     port = port_from_original(flow_t, meanflow)

@@ -85,7 +85,7 @@ def machine_info() -> dict[str, Any]:
     if torch is not None:
         info["torch_threads"] = torch.get_num_threads()
         info["cuda"] = bool(torch.cuda.is_available())
-    from .blas import loaded
+    from ports.common.blas import loaded
 
     info["preloaded_blas"] = loaded()
     return info
@@ -178,7 +178,7 @@ class BenchReport:
 
 
 def run_cases(port: str, cases: list[Case], *, progress: bool = True) -> BenchReport:
-    from .progress import progress as bar
+    from ports.common.progress import progress as bar
 
     rows = [run_case(c) for c in bar(cases, desc=f"bench {port}", unit="case", enable=progress)]
     return BenchReport(port, rows, machine_info())

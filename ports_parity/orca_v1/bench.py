@@ -52,7 +52,7 @@ class ReferenceLoop:
         import torch
         from scipy.signal import resample_poly
 
-        from .frontend import stage_c_pad, window_bounds
+        from ports.orca_v1.frontend import stage_c_pad, window_bounds
 
         from pydub import AudioSegment  # the original's Stage A tool (pydub 0.24.1)
 
@@ -94,12 +94,12 @@ def run(quick: bool = False, threads: int | None = None):
 
     import torch
 
-    from ports.common.bench import Case, run_cases
+    from ports_parity.common.bench import Case, run_cases
     from ports.common.hub import cache_dir
 
-    from .frontend import file_features
-    from .model import OrcaResNet50, random_init_
-    from .pipeline import OrcaDetector
+    from ports.orca_v1.frontend import file_features
+    from ports.orca_v1.model import OrcaResNet50, random_init_
+    from ports.orca_v1.pipeline import OrcaDetector
 
     if threads:
         torch.set_num_threads(threads)

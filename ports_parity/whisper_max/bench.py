@@ -8,13 +8,14 @@ import time
 
 import numpy as np
 
-from ports.common.bench import Case, run_cases
+from ports_parity.common.bench import Case, run_cases
 
 COLD_SNIPPET = """
 import time, numpy as np
 t = time.perf_counter()
 from ports.whisper_max.pipeline import WhisperMax
-m = WhisperMax.from_pretrained("tiny.en")
+from ports_parity.real_weights import whisper_tiny_en
+m = WhisperMax.from_pretrained(whisper_tiny_en())
 m.embed_audio(np.zeros((80, 3000), np.float32))
 print(time.perf_counter() - t)
 """
@@ -46,14 +47,15 @@ def run(quick: bool = False):
     import torch
     import whisper
 
-    from .config import dims_for
-    from .model import MaxAudioEncoder
-    from .parity import openai_reference, random_encoder, random_mel
-    from .pipeline import WhisperMax, resolve_source
+    from ports.whisper_max.config import dims_for
+    from ports.whisper_max.model import MaxAudioEncoder
+    from ports_parity.whisper_max.parity import openai_reference, random_encoder, random_mel
+    from ports.whisper_max.pipeline import WhisperMax
+    from ports_parity.real_weights import whisper_tiny_en
 
     repeats = 3 if quick else 5
     cases: list[Case] = []
-    port = WhisperMax.from_pretrained("tiny.en")
+    port = WhisperMax.from_pretrained(whisper_tiny_en())
     ref = openai_reference(port)
     wav = _speech(10.0 if quick else 35.0)
     mel = port.log_mel(wav[: 30 * 16000])
@@ -90,7 +92,7 @@ def run(quick: bool = False):
 
         def fw_encode():
             if "m" not in fw_holder:  # created lazily, inside the warmup call
-                fw_holder["m"] = WhisperModel(str(resolve_source("tiny.en")), device="cpu",
+                fw_holder["m"] = WhisperModel(str(whisper_tiny_en()), device="cpu",
                                               compute_type="float32")
                 fw_holder["sv"] = ctranslate2.StorageView.from_array(mel[None])
             fw_holder["m"].model.encode(fw_holder["sv"], to_cpu=True)
