@@ -3,17 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ports.common.lazy import exports
 
-def run_parity(quick: bool = False):
-    from .parity import run
-
-    return run(quick=quick)
-
-
-def run_bench(quick: bool = False):
-    from .bench import run
-
-    return run(quick=quick)
+__getattr__, __dir__ = exports(__name__, {"run_parity": "parity:run", "run_bench": "bench:run"})
 
 
 def demo(out_dir: Path):

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ports.common.lazy import exports
+
+__getattr__, __dir__ = exports(__name__, {"run_bench": "bench:run"})
+
 
 def run_parity(quick: bool = False):
     """HiFT stages, then the whole S3Gen with and without a prompt (and meanflow unless quick),
@@ -29,12 +33,6 @@ def run_parity(quick: bool = False):
         model_parity(50, 1.0, seed=1, meanflow=True, original=orig, port=port_s3gen_from(orig),
                      report=rep)
     return rep
-
-
-def run_bench(quick: bool = False):
-    from .bench import run
-
-    return run(quick=quick)
 
 
 def demo(out_dir: Path):

@@ -5,17 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ports.common.lazy import exports
 
-def run_parity(quick: bool = False):
-    from .parity import full_report
-
-    return full_report(quick=quick)
-
-
-def run_bench(quick: bool = False):
-    from .bench import run
-
-    return run(quick=quick)
+__getattr__, __dir__ = exports(__name__, {"run_parity": "parity:full_report", "run_bench": "bench:run"})
 
 
 def demo(out_dir: Path):

@@ -84,23 +84,21 @@ def run(quick: bool = False):
                       repeats=1 if quick else 2, meta={"audio_s": audio_s}))
     # Created lazily and run last, so CTranslate2's own thread pool does not exist while the
     # torch cases run (precaution on 2 cores).
-    try:
-        import ctranslate2
-        from faster_whisper import WhisperModel
+    # faster-whisper is part of the whisper harness (ports_parity.REQUIREMENTS): no silent skip.
+    import ctranslate2
+    from faster_whisper import WhisperModel
 
-        fw_holder: dict = {}
+    fw_holder: dict = {}
 
-        def fw_encode():
-            if "m" not in fw_holder:  # created lazily, inside the warmup call
-                fw_holder["m"] = WhisperModel(str(whisper_tiny_en()), device="cpu",
-                                              compute_type="float32")
-                fw_holder["sv"] = ctranslate2.StorageView.from_array(mel[None])
-            fw_holder["m"].model.encode(fw_holder["sv"], to_cpu=True)
+    def fw_encode():
+        if "m" not in fw_holder:  # created lazily, inside the warmup call
+            fw_holder["m"] = WhisperModel(str(whisper_tiny_en()), device="cpu",
+                                          compute_type="float32")
+            fw_holder["sv"] = ctranslate2.StorageView.from_array(mel[None])
+        fw_holder["m"].model.encode(fw_holder["sv"], to_cpu=True)
 
-        cases.append(Case("encoder tiny.en 30 s: MAX vs faster-whisper fp32",
-                          lambda: port.embed_audio(mel), fw_encode, repeats=repeats))
-    except ImportError:
-        pass
+    cases.append(Case("encoder tiny.en 30 s: MAX vs faster-whisper fp32",
+                      lambda: port.embed_audio(mel), fw_encode, repeats=repeats))
     report = run_cases("whisper_max", cases)
     for row in report.cases:
         if "audio_s" in row:
