@@ -82,7 +82,12 @@ def cmd_bench(args) -> int:
     names = _selected(args.port)
     pairs, ok = _harnesses(names, "bench")
     for name, h in pairs:
-        report = h.run_bench(quick=args.quick)
+        if args.in_process:
+            report = h.run_bench(quick=args.quick)
+        else:
+            from ports_parity.common.bench import run_isolated
+
+            report = run_isolated(name, quick=args.quick)
         print(report.table())
         print()
         _write_json(report, args.json, ".json", name, len(names) > 1)
@@ -137,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("port", nargs="?", choices=PORTS)
     p.add_argument("--json", metavar="F", help="write results as JSON (and a PNG chart beside)")
     p.add_argument("--quick", action="store_true", help="small cases only")
+    p.add_argument("--in-process", action="store_true",
+                   help="time both sides alternately in this process (default: each side in a "
+                   "fresh process of its own)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("convert", help="convert an original checkpoint to the port's weights")

@@ -1,7 +1,12 @@
-"""Benchmark harness: a port and its original timed alternately in one process, as a ratio.
+"""Benchmark harness: a port and its original timed as a ratio, each side in its own process.
 
-Timings on a shared or thermally limited machine drift; alternating the two sides per repeat
-and reporting ``port_s / original_s`` (min over repeats) keeps the comparison fair.
+``run_isolated(port)`` runs the port's bench module twice in fresh interpreters, timing only the
+port in one and only the original in the other (``AUDIO_PORTS_BENCH_SIDE``), then merges the
+rows: one side's threads (torch's spinning OpenMP pool, a globally preloaded BLAS) cannot slow the
+other, which distorted in-process results before (see benchmarks/README.md). ``run_cases`` alone
+times both sides alternately in one process (``ports bench --in-process``). Rows give min and
+median of the repeats, peak RSS per side and, where a case says how much audio it processes
+(``meta={"audio_s": ...}``), the real-time factor of each side.
 """
 from __future__ import annotations
 
@@ -91,41 +96,80 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+SIDE_ENV = "AUDIO_PORTS_BENCH_SIDE"  # "port" or "original": time only that side
+
+
+def timing_side() -> str | None:
+    """The side this process times (set by :func:`run_isolated`), or None for both."""
+    side = os.environ.get(SIDE_ENV) or None
+    if side not in (None, "port", "original"):
+        raise ValueError(f"{SIDE_ENV} must be 'port' or 'original', got {side!r}")
+    return side
+
+
 def _time(fn) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
 
 
-def run_case(case: Case) -> dict[str, Any]:
-    for _ in range(case.warmup):
-        case.port_fn()
-        if case.original_fn:
-            case.original_fn()
-    port_t, orig_t = [], []
-    port_peak = orig_peak = 0.0
-    for _ in range(case.repeats):
+def _timed(fn, repeats: int, warmup: int) -> tuple[list[float], float]:
+    for _ in range(warmup):
+        fn()
+    times, peak = [], 0.0
+    for _ in range(repeats):
         gc.collect()
-        with PeakRSS() as port_rss:
-            port_t.append(_time(case.port_fn))
-        port_peak = max(port_peak, port_rss.peak_mb)
-        if case.original_fn:
-            gc.collect()
-            with PeakRSS() as orig_rss:
-                orig_t.append(_time(case.original_fn))
-            orig_peak = max(orig_peak, orig_rss.peak_mb)
+        with PeakRSS() as rss:
+            times.append(_time(fn))
+        peak = max(peak, rss.peak_mb)
+    return times, peak
+
+
+def _finish(row: dict[str, Any]) -> dict[str, Any]:
+    """Ratios and real-time factors from a row's per-side times."""
+    p, o = row.get("port_s"), row.get("original_s")
+    row["ratio"] = p / o if p and o else None
+    row["speedup"] = o / p if p and o else None
+    if row.get("audio_s"):
+        row["rtf"] = p / row["audio_s"] if p else None
+        row["original_rtf"] = o / row["audio_s"] if o else None
+    return row
+
+
+def run_case(case: Case, side: str | None = None) -> dict[str, Any]:
+    """Time ``case``: both sides alternately (``side=None``) or only one of them."""
+    port_t: list[float] = []
+    orig_t: list[float] = []
+    port_peak = orig_peak = 0.0
+    has_orig = case.original_fn is not None
+    if side is None:
+        for _ in range(case.warmup):
+            case.port_fn()
+            if has_orig:
+                case.original_fn()
+        for _ in range(case.repeats):  # alternate, so drift hits both sides alike
+            t, pk = _timed(case.port_fn, 1, 0)
+            port_t += t
+            port_peak = max(port_peak, pk)
+            if has_orig:
+                t, pk = _timed(case.original_fn, 1, 0)
+                orig_t += t
+                orig_peak = max(orig_peak, pk)
+    elif side == "port":
+        port_t, port_peak = _timed(case.port_fn, case.repeats, case.warmup)
+    elif has_orig:
+        orig_t, orig_peak = _timed(case.original_fn, case.repeats, case.warmup)
     row: dict[str, Any] = {
         "name": case.name,
-        "port_s": min(port_t), "port_median_s": statistics.median(port_t),
+        "port_s": min(port_t) if port_t else None,
+        "port_median_s": statistics.median(port_t) if port_t else None,
         "original_s": min(orig_t) if orig_t else None,
         "original_median_s": statistics.median(orig_t) if orig_t else None,
-        "ratio": (min(port_t) / min(orig_t)) if orig_t else None,
-        "speedup": (min(orig_t) / min(port_t)) if orig_t else None,
-        "peak_rss_mb": port_peak, "original_peak_rss_mb": orig_peak or None,
-        "repeats": case.repeats,
+        "peak_rss_mb": port_peak or None, "original_peak_rss_mb": orig_peak or None,
+        "repeats": case.repeats, "isolated": side is not None,
     }
     row.update(case.meta)
-    return row
+    return _finish(row)
 
 
 class BenchReport:
@@ -133,11 +177,18 @@ class BenchReport:
         self.port, self.cases, self.machine = port, rows, machine
 
     def table(self) -> str:
-        hdr = ("case", "port s", "original s", "port/orig", "peak RSS MB")
-        rows = [hdr] + [(r["name"], f"{r['port_s']:.4f}",
-                         "-" if r["original_s"] is None else f"{r['original_s']:.4f}",
-                         "-" if r["ratio"] is None else f"{r['ratio']:.3f}",
-                         f"{r['peak_rss_mb']:.0f}") for r in self.cases]
+        def f(v, fmt):
+            return "-" if v is None else format(v, fmt)
+
+        hdr = ("case", "port s (median)", "original s (median)", "port/orig", "RTF port/orig",
+               "peak RSS MB port/orig")
+        rows = [hdr] + [(r["name"],
+                         f"{f(r['port_s'], '.4f')} ({f(r.get('port_median_s'), '.4f')})",
+                         f"{f(r['original_s'], '.4f')} ({f(r.get('original_median_s'), '.4f')})",
+                         f(r["ratio"], ".3f"),
+                         f"{f(r.get('rtf'), '.3f')}/{f(r.get('original_rtf'), '.3f')}",
+                         f"{f(r.get('peak_rss_mb'), '.0f')}/{f(r.get('original_peak_rss_mb'), '.0f')}")
+                        for r in self.cases]
         w = [max(len(r[i]) for r in rows) for i in range(len(hdr))]
         lines = ["  ".join(c.ljust(x) for c, x in zip(r, w)) for r in rows]
         lines.insert(1, "-" * len(lines[0]))
@@ -162,7 +213,7 @@ class BenchReport:
         names = [r["name"] for r in self.cases]
         x = np.arange(len(names))
         fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(names) + 2), 3.6))
-        ax.bar(x - 0.2, [r["port_s"] for r in self.cases], 0.4, label=f"{self.port}")
+        ax.bar(x - 0.2, [r["port_s"] or 0 for r in self.cases], 0.4, label=f"{self.port}")
         ax.bar(x + 0.2, [r["original_s"] or 0 for r in self.cases], 0.4, label="original")
         for i, r in enumerate(self.cases):
             if r["ratio"] is not None:
@@ -178,7 +229,73 @@ class BenchReport:
 
 
 def run_cases(port: str, cases: list[Case], *, progress: bool = True) -> BenchReport:
+    """Time ``cases`` in this process: both sides, or only :func:`timing_side`'s."""
     from ports.common.progress import progress as bar
 
-    rows = [run_case(c) for c in bar(cases, desc=f"bench {port}", unit="case", enable=progress)]
+    side = timing_side()
+    rows = [run_case(c, side)
+            for c in bar(cases, desc=f"bench {port}", unit="case", enable=progress)]
     return BenchReport(port, rows, machine_info())
+
+
+_SIDE_KEYS = {"port": ("port_s", "port_median_s", "peak_rss_mb", "rtf"),
+              "original": ("original_s", "original_median_s", "original_peak_rss_mb",
+                           "original_rtf")}
+
+
+def run_isolated(port: str, *, quick: bool = False, module: str | None = None) -> BenchReport:
+    """The port's bench run twice in fresh interpreters (port side, then original side), merged
+    by case name. A row only one side produced (a port-only case) is kept as it is. ``module``:
+    where ``run_bench`` lives (default: the port's harness, ``ports_parity.<port>``)."""
+    import subprocess
+    import tempfile
+
+    halves = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for side in ("port", "original"):
+            out = os.path.join(tmp, f"{side}.json")
+            cmd = [sys.executable, "-m", "ports_parity.common.bench", port, out]
+            cmd += ["--module", module] if module else []
+            subprocess.run(cmd + (["--quick"] if quick else []), check=True,
+                           env={**os.environ, SIDE_ENV: side})
+            with open(out) as fh:
+                halves[side] = json.load(fh)
+    by_name = {r["name"]: dict(r) for r in halves["port"]["cases"]}
+    for r in halves["original"]["cases"]:
+        row = by_name.setdefault(r["name"], dict(r))
+        for k in _SIDE_KEYS["original"]:
+            if r.get(k) is not None:
+                row[k] = r[k]
+    machine = {"port_side": halves["port"]["machine"],
+               "original_side": halves["original"]["machine"]}
+    machine.update({k: v for k, v in halves["port"]["machine"].items()
+                    if k in ("platform", "machine", "processor", "python", "cpu_count")})
+    return BenchReport(port, [_finish(r) for r in by_name.values()], machine)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """One side of :func:`run_isolated`: ``python -m ports_parity.common.bench PORT OUT.json``."""
+    import argparse
+
+    from ports_parity import harness
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("port")
+    ap.add_argument("out")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--module", help="module holding run_bench (default: the port's harness)")
+    a = ap.parse_args(argv)
+    timing_side()  # validates the variable before any work
+    if a.module:
+        import importlib
+
+        bench = importlib.import_module(a.module)
+    else:
+        bench = harness(a.port)
+    report = bench.run_bench(quick=a.quick)
+    report.to_json(a.out, plot=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
