@@ -15,7 +15,7 @@ def run(quick: bool = False):
 
     from ports.common.blas import import_mlx, loaded
 
-    from .config import SPEECH_VOCAB_SIZE
+    from ports.s3gen.config import SPEECH_VOCAB_SIZE
     from .parity import original_s3gen, port_s3gen_from, prompt_audio_sample
 
     mx = import_mlx()

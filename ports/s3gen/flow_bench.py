@@ -9,7 +9,7 @@ from unittest import mock
 
 import numpy as np
 
-from .config import SPEECH_VOCAB_SIZE
+from ports.s3gen.config import SPEECH_VOCAB_SIZE
 
 TOKEN_S = 0.04  # 25 Hz speech tokens
 

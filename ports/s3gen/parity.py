@@ -220,7 +220,7 @@ def model_parity(n_tokens: int = 50, prompt_s: float = 1.0, seed: int = 0, meanf
     then tokens -> mel -> waveform with the original's noise and source injected."""
     import torch
 
-    from .config import SPEECH_VOCAB_SIZE
+    from ports.s3gen.config import SPEECH_VOCAB_SIZE
     from .hift import trim_fade
 
     pre = prefix if prefix is not None else ("meanflow." if meanflow else "") + \
