@@ -201,8 +201,6 @@ class ConditionalDecoder(nn.Module):
         return masked(self.final_proj(masked(x, mask)), mask)
 
 
-
-
 def cosine_t_span(n_timesteps: int) -> np.ndarray:
     """torch.linspace(0, 1, n+1) (float32) then 1 - cos(t * 0.5 * pi), in float32."""
     t = linspace01_f32(n_timesteps)
