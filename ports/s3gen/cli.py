@@ -61,7 +61,7 @@ def load_tokens(path: str) -> np.ndarray:
             a = np.array([int(t) for t in txt], dtype=np.int64)
         except ValueError:
             raise ValueError(f"{p}: expected whitespace/comma separated integer token ids") from None
-    from .model import check_tokens
+    from .flow import check_tokens
 
     return check_tokens(a, f"tokens ({p.name})")
 

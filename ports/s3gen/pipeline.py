@@ -95,7 +95,7 @@ def vocode(tokens, prompt_wav: np.ndarray, prompt_sr: int, *, model=DEFAULT_SOUR
            source=None, seed: int | None = None, progress=None, return_mel: bool = False):
     """Speech tokens -> 24 kHz waveform (N,) in the prompt's voice [, generated mel (80, T)].
     ``model``: an ``S3Gen`` or a source for :func:`from_pretrained`."""
-    from .model import check_tokens
+    from .flow import check_tokens
 
     tok = check_tokens(tokens)  # before the (slow) model load and prompt embedding
     model = _model(model)
@@ -114,7 +114,7 @@ def voice_convert(source_wav: np.ndarray, source_sr: int, ref_wav: np.ndarray, r
     """chatterbox ``ChatterboxVC.generate``: source speech -> 16 kHz -> S3 tokens -> S3Gen in the
     reference voice (reference at 24 kHz, first 10 s). No watermark. ``model``: an ``S3Gen`` or a
     source for :func:`from_pretrained`."""
-    from .mel import prompt_audio
+    from .prompt import prompt_audio
 
     src16 = prompt_audio(source_wav, source_sr, S3_SR, name="source speech")
     ref24 = prompt_audio(ref_wav, ref_sr, S3GEN_SR, name="voice reference")

@@ -15,6 +15,7 @@ def run(quick: bool = False):
 
     from ports.common.blas import import_mlx, loaded
 
+    from ports.s3gen.config import SPEECH_VOCAB_SIZE
     from ports_parity.s3gen.parity import original_s3gen, port_s3gen_from, prompt_audio_sample
 
     mx = import_mlx()
@@ -22,7 +23,7 @@ def run(quick: bool = False):
     port = port_s3gen_from(orig)
     n_tok = 50 if quick else 100
     prompt_s = 1.0 if quick else 3.0
-    tokens = np.random.default_rng(0).integers(0, 6561, (1, n_tok))
+    tokens = np.random.default_rng(0).integers(0, SPEECH_VOCAB_SIZE, (1, n_tok))
     tok_t = torch.from_numpy(tokens)
     w24 = prompt_audio_sample(prompt_s, SR)
     with torch.no_grad():

@@ -9,6 +9,8 @@ from unittest import mock
 
 import numpy as np
 
+from ports.s3gen.config import SPEECH_VOCAB_SIZE
+
 TOKEN_S = 0.04  # 25 Hz speech tokens
 
 
@@ -36,8 +38,8 @@ def port_from_original(flow_t, meanflow: bool = False):
 
 def flow_inputs(n_tok: int, n_prompt: int, seed: int = 0):
     rng = np.random.default_rng(seed)
-    tok = rng.integers(0, 6561, (1, n_tok))
-    ptok = rng.integers(0, 6561, (1, n_prompt))
+    tok = rng.integers(0, SPEECH_VOCAB_SIZE, (1, n_tok))
+    ptok = rng.integers(0, SPEECH_VOCAB_SIZE, (1, n_prompt))
     pfeat = (rng.standard_normal((1, 2 * n_prompt, 80)) * 2.0 - 5.0).astype(np.float32)
     xvec = rng.standard_normal((1, 192)).astype(np.float32)
     return tok, ptok, pfeat, xvec

@@ -50,7 +50,7 @@ def state_dict_numpy(module, prefix: str = "") -> dict[str, np.ndarray]:
 
 
 def port_hift_from(original):
-    """The MLX HiFT loaded strictly from ``original``'s state dict through HIFT_RULES."""
+    """The MLX HiFT loaded strictly from ``original``'s state dict through ``hift_rules``."""
     from ports.s3gen.convert import load_hift
 
     return load_hift(state_dict_numpy(original, "mel2wav."))
@@ -220,6 +220,7 @@ def model_parity(n_tokens: int = 50, prompt_s: float = 1.0, seed: int = 0, meanf
     then tokens -> mel -> waveform with the original's noise and source injected."""
     import torch
 
+    from ports.s3gen.config import SPEECH_VOCAB_SIZE
     from ports.s3gen.hift import trim_fade
 
     pre = prefix if prefix is not None else ("meanflow." if meanflow else "") + \
@@ -228,7 +229,7 @@ def model_parity(n_tokens: int = 50, prompt_s: float = 1.0, seed: int = 0, meanf
     orig = original if original is not None else original_s3gen(seed, meanflow)
     port = port if port is not None else port_s3gen_from(orig)
     rng = np.random.default_rng(seed)
-    tokens = rng.integers(0, 6561, (1, n_tokens))
+    tokens = rng.integers(0, SPEECH_VOCAB_SIZE, (1, n_tokens))
 
     # ---- reference prompt (24 kHz in: chatterbox resamples it to 16 kHz with torchaudio): the
     # parts on that same 16 kHz signal, then the port's whole embed_ref (its own resampler)

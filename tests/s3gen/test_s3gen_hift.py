@@ -1,5 +1,5 @@
 """HiFT vocoder: MLX port vs chatterbox 0.1.7's HiFTGenerator (seeded random weights, weight-norm
-parametrized as in the checkpoint), loaded strictly through HIFT_RULES."""
+parametrized as in the checkpoint), loaded strictly through hift_rules."""
 import numpy as np
 import pytest
 

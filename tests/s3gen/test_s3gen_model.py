@@ -124,15 +124,6 @@ def test_bad_tokens(converted):
     assert check_tokens([0, 6560]).tolist() == [[0, 6560]]
 
 
-def test_missing_part_is_named(monkeypatch):
-    from ports.s3gen import model as M
-
-    monkeypatch.setitem(M.PARTS, "tokenizer", ("ports.s3gen.no_such_tokenizer", "S3TokenizerV2",
-                                                "tokenizer_rules"))
-    with pytest.raises(M.MissingPartError, match="'tokenizer'.*no_such_tokenizer"):
-        M.S3Gen()
-
-
 def test_resampler_matches_torchaudio():
     import torchaudio
 
