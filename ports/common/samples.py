@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .audio import resample
+from .errors import UserError
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -25,8 +26,8 @@ SENTENCES = [
 VOICES = ("en-us+m3", "en-us+f3")
 
 
-class EspeakMissing(RuntimeError):
-    pass
+class EspeakMissing(UserError, RuntimeError):
+    """espeak-ng, which renders the generated speech, is not installed."""
 
 
 def espeak(text: str, *, voice: str = "en-us", sr: int = 16000, speed: int = 160,

@@ -5,7 +5,9 @@ import csv
 import json
 from pathlib import Path
 
-from .config import HF_REPO
+from .config import AGGREGATIONS, HF_REPO, DetectConfig
+
+_D = DetectConfig()  # the CLI defaults are the config defaults, declared once there
 
 RAVEN_HEADER = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)",
                 "Low Freq (Hz)", "High Freq (Hz)", "Confidence", "Begin File"]
@@ -26,17 +28,19 @@ def register(sub) -> None:
     p.add_argument("--plot", metavar="F.png", help="spectrogram with detections marked")
     p.add_argument("--dump-spectrograms", metavar="F.npz",
                    help="write starts, ends, mels (the exact model inputs)")
-    p.add_argument("--aggregation", default="production",
-                   choices=["production", "fastai_unsmoothed", "mean_thresholded", "mean_top_k"])
-    p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument("--min-positive", type=int, default=3)
+    p.add_argument("--aggregation", default=_D.aggregation,
+                   choices=AGGREGATIONS)
+    p.add_argument("--threshold", type=float, default=_D.threshold,
+                   help=f"local positive when score > this (default {_D.threshold})")
+    p.add_argument("--min-positive", type=int, default=_D.min_positive,
+                   help=f"positive minute with at least this many local positives "
+                   f"(default {_D.min_positive})")
     p.add_argument("--whole-file", action="store_true",
                    help="treat each file as one input instead of 60-s minutes")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=_D.batch_size)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--source-guid", default="", help="hydrophone id for the OrcaHello JSON")
-    p.add_argument("--debug", action="store_true")
     p.set_defaults(func=cmd_detect)
 
 
@@ -46,16 +50,20 @@ def cmd_detect(args) -> int:
     import numpy as np
     import torch
 
-    from .config import DetectConfig, OrcaConfig
-    from .detect import orcahello_json
+    from .config import OrcaConfig
+    from .decisions import orcahello_json
     from .pipeline import OrcaDetector
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    det_cfg = DetectConfig(threshold=args.threshold, min_positive=args.min_positive,
-                           aggregation=args.aggregation, batch_size=args.batch_size,
-                           minute_s=None if args.whole_file else 60.0)
+    det_cfg = dataclasses.replace(_D, threshold=args.threshold, min_positive=args.min_positive,
+                                  aggregation=args.aggregation, batch_size=args.batch_size,
+                                  minute_s=None if args.whole_file else _D.minute_s)
     cfg = dataclasses.replace(OrcaConfig(), detect=det_cfg)
+    from .frontend import source_info
+
+    for a in args.audio:  # a bad file is reported before the model load
+        source_info(a)
     det = OrcaDetector.from_pretrained(args.model, cfg=cfg, device=args.device)
     keep = bool(args.dump_spectrograms)
     results = []
@@ -121,10 +129,10 @@ def plot_detections(result, out_png: str, max_cols: int = 4000) -> None:
     import numpy as np
     from scipy.signal import spectrogram
 
-    from .frontend import iter_chunks
+    from .frontend import iter_minutes
 
     cols, sr = [], None
-    for _, x, src in iter_chunks(result.path, 60.0):
+    for _, x, src in iter_minutes(result.path, _D.minute_s):
         sr = src.samplerate
         f, t, s = spectrogram(x.mean(axis=1), fs=sr, nperseg=1024, noverlap=0)
         cols.append(s[f <= 10000])  # the model sees 0..10 kHz (20 kHz resample)
@@ -148,51 +156,6 @@ def plot_detections(result, out_png: str, max_cols: int = 4000) -> None:
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
-
-
-def run_parity(quick: bool = False):
-    from .parity import run
-
-    return run(quick=quick)
-
-
-def run_bench(quick: bool = False):
-    from .bench import run
-
-    return run(quick=quick)
-
-
-def demo(out_dir: Path):
-    """Random-weight model on generated hydrophone-like audio (no real weights offline): writes
-    the detection outputs and returns the golden parity report."""
-    import numpy as np
-
-    from ports.common.audio import write_audio
-
-    from .convert import save_hf
-    from .model import OrcaResNet50, random_init_
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    sr = 48000
-    t = np.arange(int(65 * sr)) / sr
-    x = 0.01 * rng.standard_normal(t.size)
-    for c in (10.0, 30.0, 62.0):
-        m = (t > c) & (t < c + 1.0)
-        u = t[m] - c  # a 0.9 -> 1.2 kHz upsweep with 4 harmonics, like a pulsed call
-        x[m] += sum(0.1 / k * np.sin(2 * np.pi * k * (900 * u + 150 * u * u)) for k in range(1, 5))
-    wav = out_dir / "demo_48k.wav"
-    write_audio(wav, np.stack([x, 0.6 * x]).astype(np.float32), sr)
-    model = random_init_(OrcaResNet50(), seed=0)
-    wdir = out_dir / "random_weights"
-    save_hf({k: v.numpy() for k, v in model.state_dict().items()}, wdir)
-    from ports.cli import main
-
-    main(["detect", str(wav), "--model", str(wdir), "--json", str(out_dir / "detections.json"),
-          "--csv", str(out_dir / "rows.csv"), "--raven", str(out_dir / "raven.txt"),
-          "--plot", str(out_dir / "detections.png")])
-    return run_parity(quick=True)
 
 
 def convert(src: str, dst: str) -> None:

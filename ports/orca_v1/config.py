@@ -43,11 +43,14 @@ class ModelConfig:
     dropout: tuple = (0.25, 0.5)
 
 
+AGGREGATIONS = ("production", "fastai_unsmoothed", "mean_thresholded", "mean_top_k")
+
+
 @dataclass(frozen=True)
 class DetectConfig:
     threshold: float = 0.5           # local positive: score > threshold
     min_positive: int = 3            # production: minute positive if >= 3 local positives
-    aggregation: str = "production"  # production | fastai_unsmoothed | mean_thresholded | mean_top_k
+    aggregation: str = "production"  # one of AGGREGATIONS
     mean_top_k: int = 3              # model_v1 mean_top_k
     global_threshold: float = 0.6    # model_v1: global_prediction = confidence >= this
     minute_s: float | None = 60.0    # live system: one 60-s file per minute; None = whole file
@@ -63,5 +66,3 @@ class OrcaConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-N_PARAMS = 25_609_666

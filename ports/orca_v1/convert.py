@@ -19,8 +19,8 @@ from typing import Mapping
 
 import numpy as np
 
-from ports.common.convert import (ConversionError, KeyMap, Rule, check_keys,
-                                  load_state_dict, read_safetensors, save_safetensors)
+from ports.common.convert import (ConversionError, KeyMap, Rule, check_keys, is_safetensors,
+                                  read_safetensors, save_safetensors)
 from ports.common.unpickle import Stub, restricted_load, stub_tree_state_dict
 
 # Modules whose classes a fastai v1 export may name; they load as inert stubs.
@@ -125,18 +125,23 @@ def to_port(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return _finish(KeyMap([Rule(r".+")], what="port state dict").apply(sd, expected=exp), full)
 
 
+def pickle_state_dict(obj, path: str | Path) -> dict[str, np.ndarray]:
+    """The state dict held by an unpickled checkpoint: a fastai v1 ``Learner.export()`` (the
+    model module inside, as inert stubs), a ``Learner.save()`` file (``{"model": state dict}``),
+    a Lightning-style ``{"state_dict": ...}`` or a plain state dict."""
+    if isinstance(obj, Mapping) and ("model" in obj or "state_dict" in obj):
+        obj = obj.get("model", obj.get("state_dict"))
+    if isinstance(obj, Stub):
+        return stub_tree_state_dict(obj)
+    if isinstance(obj, Mapping) and all(hasattr(v, "shape") for v in obj.values()):
+        return {k: np.asarray(v) for k, v in obj.items()}
+    raise ValueError(f"{path}: neither a fastai v1 export nor a state dict "
+                     f"(top level: {type(obj).__name__})")
+
+
 def read_fastai_export(path: str | Path) -> dict[str, np.ndarray]:
     """State dict (fastai layout) of a fastai v1 ``Learner.export()`` pickle, without fastai."""
-    obj = restricted_load(path, stub_modules=FASTAI_STUB_MODULES)
-    if isinstance(obj, Stub):
-        module = obj
-    elif isinstance(obj, Mapping) and isinstance(obj.get("model"), Stub):
-        module = obj["model"]
-    elif isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
-        return {k: np.asarray(v) for k, v in obj["model"].items()}  # Learner.save() file
-    else:
-        raise ValueError(f"{path}: not a fastai v1 export (no 'model' module in the pickle)")
-    return stub_tree_state_dict(module)
+    return pickle_state_dict(restricted_load(path, stub_modules=FASTAI_STUB_MODULES), path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
@@ -144,18 +149,10 @@ def load_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
+    if is_safetensors(path):
         sd = read_safetensors(path)[0]
-    else:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-        if len(head) >= 9 and head[8:9] == b"{":
-            sd = read_safetensors(path)[0]
-        else:
-            try:
-                sd = read_fastai_export(path)
-            except ValueError:
-                sd = load_state_dict(path, stub_modules=FASTAI_STUB_MODULES)
+    else:  # a pickle (fastai export, Learner.save, torch state dict): one reader, no guessing
+        sd = read_fastai_export(path)
     return to_port(sd)
 
 
@@ -187,16 +184,24 @@ def save_hf(sd_port: Mapping[str, np.ndarray], out: str | Path) -> Path:
     else:
         folder, file = out, out / "model.safetensors"
     folder.mkdir(parents=True, exist_ok=True)
-    save_safetensors(port_to_hf(sd_port), file, metadata={"format": "pt"})
+    save_safetensors(port_to_hf(sd_port), file, metadata={"format": "pt"})  # as convert_weights
     (folder / "config.json").write_text(json.dumps(hf_config(), indent=2))
     return file
 
 
-def convert(src: str, dst: str) -> None:
+CONVERTER_TAG = "orca-hf-v1"  # the cached_conversion tag: change it when convert_weights() changes
+
+
+def convert_weights(src: str | Path, dst: str | Path) -> None:
+    """Any supported checkpoint -> ``dst`` safetensors in the HF layout (no config.json)."""
+    save_safetensors(port_to_hf(load_checkpoint(src)), Path(dst), metadata={"format": "pt"})
+
+
+def convert(src: str | Path, dst: str | Path) -> None:
     """``ports convert orca_v1 SRC DST``: fastai model.pkl / state dict / HF / port -> HF layout."""
     save_hf(load_checkpoint(src), dst)
 
 
 __all__ = ["FASTAI_STUB_MODULES", "fastai_to_port", "port_to_fastai", "hf_to_port", "port_to_hf",
            "detect_layout", "to_port", "read_fastai_export", "load_checkpoint", "save_hf",
-           "convert", "hf_config"]
+           "convert", "hf_config", "pickle_state_dict", "CONVERTER_TAG", "convert_weights"]

@@ -138,16 +138,16 @@ def read_samples(src: SourceInfo, start: int = 0, frames: int = -1, sf_file=None
         raise NonFiniteAudioError(f"{src.path}: {err}") from None
 
 
-def iter_chunks(path: str | Path, chunk_s: float | None = 60.0
-                ) -> Iterator[tuple[float, np.ndarray, SourceInfo]]:
-    """Stream a file as the live system sees it: consecutive ``chunk_s`` pieces (each treated as
-    its own file), bounded memory. ``chunk_s=None`` yields the whole file once."""
+def iter_minutes(path: str | Path, minute_s: float | None = 60.0
+                 ) -> Iterator[tuple[float, np.ndarray, SourceInfo]]:
+    """Stream a file as the live system sees it: consecutive ``minute_s`` pieces (one live-system minute each by default) (each treated as
+    its own file), bounded memory. ``minute_s=None`` yields the whole file once."""
     import soundfile as sf
 
     src = source_info(path)
-    step = src.frames if chunk_s is None else int(round(chunk_s * src.samplerate))
+    step = src.frames if minute_s is None else int(round(minute_s * src.samplerate))
     if step <= 0:
-        raise ValueError(f"chunk_s must be positive, got {chunk_s}")
+        raise ValueError(f"minute_s must be positive, got {minute_s}")
     try:
         fh = sf.SoundFile(src.path)
     except (sf.LibsndfileError, RuntimeError) as err:
@@ -377,6 +377,6 @@ def file_features(path: str | Path, cfg: FrontendConfig = DEFAULT, **kw) -> Feat
 
 
 __all__ = ["pcm16_roundtrip", "pcm16_quantize", "pcm16_to_float", "ffmpeg_float_to_s32",
-           "SourceInfo", "source_info", "read_samples", "iter_chunks", "window_bounds",
+           "SourceInfo", "source_info", "read_samples", "iter_minutes", "window_bounds",
            "Windows", "stage_a_windows", "stage_b_audio", "stage_b_mel", "stage_c_pad",
            "MelDB", "mel_filterbank", "Features", "features", "file_features", "AudioError"]

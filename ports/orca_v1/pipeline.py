@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import HF_REPO, OrcaConfig
-from .detect import Detection, MinuteResult, aggregate, merge_detections
-from .frontend import Features, features, iter_chunks
+from .decisions import Detection, MinuteResult, aggregate, merge_detections
+from .frontend import Features, features, iter_minutes
 
 _WEIGHT_NAMES = ("model.safetensors", "model.pkl", "pytorch_model.bin", "model.pt", "model.pth")
 
@@ -70,14 +70,16 @@ class OrcaDetector:
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike = HF_REPO, *, revision: str | None = None,
-                        token: str | None = None, cfg: OrcaConfig | None = None,
-                        **kw) -> "OrcaDetector":
+                        token: str | None = None, cache: bool = True,
+                        cfg: OrcaConfig | None = None, **kw) -> "OrcaDetector":
         """HF repo id (``model.safetensors``), a folder holding model.safetensors / model.pkl,
         or a checkpoint file (HF/port safetensors, fastai export ``model.pkl``, fastai state
-        dict)."""
-        from ports.common.hub import ModelSourceError, resolve_file
+        dict). ``cache``: a pickled checkpoint is converted once into
+        ``~/.cache/audio-ports/orca_v1`` (keyed by its sha256) and read from there after."""
+        from ports.common.convert import is_safetensors
+        from ports.common.hub import ModelSourceError, cached_conversion, resolve_file
 
-        from .convert import load_checkpoint
+        from .convert import CONVERTER_TAG, convert_weights, load_checkpoint
 
         p = Path(source).expanduser()
         if p.is_dir():
@@ -89,6 +91,8 @@ class OrcaDetector:
             path = p
         else:
             path = resolve_file(str(source), "model.safetensors", revision=revision, token=token)
+        if cache and not is_safetensors(path):
+            path = cached_conversion(path, "orca_v1", CONVERTER_TAG, convert_weights)
         return cls.from_state_dict(load_checkpoint(path), cfg, **kw)
 
     # ------------------------------------------------------------ scoring
@@ -130,7 +134,7 @@ class OrcaDetector:
         minutes: list[MinuteResult] = []
         starts, ends, mels = [], [], []
         info = None
-        chunks = iter_chunks(path, minute_s)
+        chunks = iter_minutes(path, minute_s)
         for off, x, src in _progress(chunks, desc=Path(path).name, unit="min") if progress \
                 else chunks:
             info = src
@@ -153,8 +157,18 @@ class OrcaDetector:
         return fr
 
 
-def from_pretrained(source: str | os.PathLike = HF_REPO, **kw) -> OrcaDetector:
-    return OrcaDetector.from_pretrained(source, **kw)
+def from_pretrained(source: str | os.PathLike = HF_REPO, *, revision: str | None = None,
+                    token: str | None = None, cache: bool = True, **kw) -> OrcaDetector:
+    """``OrcaDetector`` for ``source`` (see :meth:`OrcaDetector.from_pretrained`)."""
+    return OrcaDetector.from_pretrained(source, revision=revision, token=token, cache=cache, **kw)
 
 
-__all__ = ["OrcaDetector", "FileResult", "from_pretrained"]
+def detect(audio: str | os.PathLike, *, model: str | os.PathLike | OrcaDetector = HF_REPO,
+           keep_mels: bool = False, progress: bool = False) -> FileResult:
+    """Detect orca calls in an audio file, minute by minute like the live system. ``model``: an
+    ``OrcaDetector`` or a source for :func:`from_pretrained`."""
+    det = model if isinstance(model, OrcaDetector) else from_pretrained(model)
+    return det.detect_file(audio, keep_mels=keep_mels, progress=progress)
+
+
+__all__ = ["OrcaDetector", "FileResult", "detect", "from_pretrained"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-REPO = "pyannote/segmentation-3.0"
+from . import DEFAULT_SOURCE as REPO
 
 
 def register(sub) -> None:
@@ -26,7 +26,6 @@ def register(sub) -> None:
                    help="raw arrays: logprobs (C,589,7), multilabel (C,589,3), vad (T,1), count")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--step", type=float, default=None, help="chunk step in s (default 1.0)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=cmd_segment)
 
 
@@ -90,8 +89,11 @@ def plot(path, seg, vad, vad_frames, count, count_frames, regions) -> None:
 def cmd_segment(args) -> int:
     import numpy as np
 
+    from ports.common.audio import audio_info
+
     from .pipeline import from_pretrained, segment_file
 
+    audio_info(args.audio)  # a bad file is reported before the model load
     inf = from_pretrained(args.model, batch_size=args.batch_size, step=args.step)
     seg = segment_file(inf, args.audio, keep_logprobs=bool(args.dump), progress=True)
     vad, vad_frames = seg.vad()
@@ -130,44 +132,6 @@ def cmd_segment(args) -> int:
             num_samples=np.array(seg.num_samples), sample_rate=np.array(seg.sample_rate))
         print(f"wrote {args.dump}")
     return 0
-
-
-def run_parity(quick: bool = False):
-    from .parity import run
-
-    return run(quick=quick)
-
-
-def run_bench(quick: bool = False):
-    from .bench import run
-
-    return run(quick=quick)
-
-
-def demo(out_dir: Path):
-    """Parity on generated speech (random seg-3.0-shaped weights), then ``segment`` on it."""
-    from ports.common.audio import write_audio
-
-    from .parity import run
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = run(quick=True, workdir=out_dir)
-    from .parity import test_audio
-
-    wav = test_audio(21.5)
-    write_audio(out_dir / "conversation.wav", wav, 16000)
-    import argparse
-
-    ns = argparse.Namespace(audio=str(out_dir / "conversation.wav"),
-                            model=str(out_dir / "pytorch_model.bin"),
-                            rttm=str(out_dir / "speech.rttm"), json=str(out_dir / "segment.json"),
-                            plot=str(out_dir / "segment.png"), dump=str(out_dir / "segment.npz"),
-                            batch_size=32, step=None)
-    print("demo weights: seeded random with segmentation-3.0 shapes (the parity checkpoint); "
-          "run `ports segment AUDIO --model pyannote/segmentation-3.0` for real segmentation")
-    cmd_segment(ns)
-    return report
 
 
 def convert(src: str, dst: str) -> None:

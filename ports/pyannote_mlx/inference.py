@@ -159,8 +159,8 @@ class Segmentation:
         return binarize_regions(vad, frames, onset, offset)[0]
 
 
-def iter_chunks(blocks: Iterable[np.ndarray], window: int, step: int
-                ) -> Iterator[tuple[np.ndarray, bool]]:
+def iter_windows(blocks: Iterable[np.ndarray], window: int, step: int
+                 ) -> Iterator[tuple[np.ndarray, bool]]:
     """Chunks of ``window`` samples every ``step`` from a stream of 1-D blocks, as
     ``waveform.unfold(1, window, step)`` plus pyannote's zero-padded last chunk; yields
     ``(chunk, is_padded_last)``. Memory stays at about one window plus one block."""
@@ -258,7 +258,7 @@ class SegmentationInference:
             if hook is not None:
                 hook(done, total_chunks)
 
-        for chunk, padded in iter_chunks(counting(blocks), window, step):
+        for chunk, padded in iter_windows(counting(blocks), window, step):
             if padded:  # pyannote runs the orphan last chunk as its own batch
                 if batch:
                     flush()
@@ -294,5 +294,5 @@ class SegmentationInference:
                                  total_samples=x.shape[0])
 
 
-__all__ = ["Window", "aggregate", "trim", "binarize_regions", "Segmentation", "iter_chunks",
+__all__ = ["Window", "aggregate", "trim", "binarize_regions", "Segmentation", "iter_windows",
            "SegmentationInference"]

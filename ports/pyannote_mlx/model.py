@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
-import mlx.core as mx
-import mlx.nn as nn
+from ports.common.blas import import_mlx
 
-from ports.common import mlx_layers, mlx_ops
+mx = import_mlx()  # the optimized BLAS must be global before MLX loads
+import mlx.nn as nn  # noqa: E402
+
+from ports.common import mlx_layers, mlx_ops  # noqa: E402
 
 from .config import (CONV_CHANNELS, CONV_KERNEL, POOL, SINC_FILTERS, SINC_KERNEL,
                      SegmentationConfig)

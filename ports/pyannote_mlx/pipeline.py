@@ -8,7 +8,8 @@ from ports.common import hub
 
 from .convert import FORMAT_VERSION, convert, load_weights
 
-REPO = "pyannote/segmentation-3.0"
+from . import DEFAULT_SOURCE
+
 CHECKPOINT = "pytorch_model.bin"
 
 
@@ -27,7 +28,7 @@ def load_model(source: str | os.PathLike):
     return model.eval()
 
 
-def resolve(source: str | os.PathLike = REPO, *, revision: str | None = None,
+def resolve(source: str | os.PathLike = DEFAULT_SOURCE, *, revision: str | None = None,
             token: str | bool | None = None, cache: bool = True) -> Path:
     """Local weights file for ``source`` (hub id, folder or file); hub checkpoints are converted
     once into the cache (``~/.cache/audio-ports/pyannote_mlx``)."""
@@ -40,10 +41,13 @@ def resolve(source: str | os.PathLike = REPO, *, revision: str | None = None,
     return path
 
 
-def from_pretrained(source: str | os.PathLike = REPO, *, step: float | None = None,
-                    batch_size: int = 32, revision: str | None = None,
-                    token: str | bool | None = None, cache: bool = True):
-    """``SegmentationInference`` for ``pyannote/segmentation-3.0`` (or a local checkpoint)."""
+def from_pretrained(source: str | os.PathLike = DEFAULT_SOURCE, *, revision: str | None = None,
+                    token: str | bool | None = None, cache: bool = True,
+                    step: float | None = None, batch_size: int = 32):
+    """``SegmentationInference`` for ``source``: a Hugging Face repo id (default
+    ``pyannote/segmentation-3.0``, gated: pass ``token``), a folder or a checkpoint file
+    (``pytorch_model.bin`` or converted safetensors). ``cache``: convert a checkpoint once into
+    ``~/.cache/audio-ports/pyannote_mlx`` (keyed by its sha256)."""
     from .inference import SegmentationInference
 
     model = load_model(resolve(source, revision=revision, token=token, cache=cache))
@@ -78,3 +82,24 @@ def segment_file(inference, path: str | os.PathLike, *, keep_logprobs: bool = Fa
                                       total_samples=total)
     finally:
         bar.close()
+
+
+def segment(audio, *, sr: int | None = None, model=DEFAULT_SOURCE, keep_logprobs: bool = False,
+            progress: bool = False):
+    """Segment ``audio``: a file (any length, rate and channel count; streamed) or a mono float
+    array at ``sr`` (default 16 kHz; other rates are resampled). ``model``: a
+    ``SegmentationInference`` or a source for :func:`from_pretrained`."""
+    from .inference import SegmentationInference
+
+    inference = model if isinstance(model, SegmentationInference) else from_pretrained(model)
+    if isinstance(audio, (str, os.PathLike)):
+        return segment_file(inference, audio, keep_logprobs=keep_logprobs, progress=progress)
+    import numpy as np
+
+    from ports.common.audio import resample
+
+    x = np.asarray(audio, np.float32)
+    rate = inference.config.sample_rate
+    if sr is not None and sr != rate:
+        x = resample(x, sr, rate).astype(np.float32)
+    return inference(x, rate, keep_logprobs=keep_logprobs)

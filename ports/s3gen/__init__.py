@@ -1,31 +1,20 @@
 """Chatterbox S3Gen (speech tokens -> mel -> 24 kHz waveform) in MLX.
 
-    from ports.s3gen import from_pretrained
-    model = from_pretrained("ResembleAI/chatterbox")        # or a folder / s3gen*.safetensors
-    ref = model.embed_ref(prompt_wav, prompt_sr)             # prompt tokens, mel, x-vector
-    wav, source = model.inference(tokens, ref, seed=0)       # (1, N) at 24 kHz
-    # exact reproduction of chatterbox: inference(tokens, ref, noise=z, source=s)
+    from ports.s3gen import from_pretrained, vocode, voice_convert
+    model = from_pretrained("ResembleAI/chatterbox")          # or a folder / s3gen*.safetensors
+    wav = vocode(tokens, prompt_wav, prompt_sr, model=model, seed=0)   # (N,) at 24 kHz
+    wav = voice_convert(speech, 16000, reference, 24000, model=model)
+    # exact reproduction of chatterbox: model.inference(tokens, model.embed_ref(...), noise=z, source=s)
 
 CLI: ``ports vocode --tokens T.npy --prompt REF.wav -o OUT.wav`` and ``ports vc SRC.wav --voice
-REF.wav -o OUT.wav``.
-
-The optimized BLAS must be loaded before the first ``import mlx``, so it happens here, before any
-submodule imports MLX.
+REF.wav -o OUT.wav``. Importing this package loads no framework: MLX (after the optimized BLAS
+preload) loads with the first model.
 """
-from ports.common.blas import preload_blas
+from ports.common.lazy import exports
 
-preload_blas()
+DEFAULT_SOURCE = "ResembleAI/chatterbox"
 
-__all__ = ["S3Gen", "from_pretrained"]
-
-
-def __getattr__(name):  # lazy: `ports --help` must not import MLX
-    if name == "S3Gen":
-        from .model import S3Gen
-
-        return S3Gen
-    if name == "from_pretrained":
-        from .pipeline import from_pretrained
-
-        return from_pretrained
-    raise AttributeError(name)
+__all__ = ["DEFAULT_SOURCE", "S3Gen", "S3GenConfig", "from_pretrained", "vocode", "voice_convert"]
+__getattr__, __dir__ = exports(__name__, {
+    "S3Gen": "model", "S3GenConfig": "config", "from_pretrained": "pipeline", "vocode": "pipeline",
+    "voice_convert": "pipeline"})

@@ -21,10 +21,11 @@ import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 from ports.common import mlx_ops  # noqa: E402
 from ports.common.audio import EmptyAudioError  # noqa: E402
 
-from .mel import MIN_PROMPT_S, prompt_audio  # noqa: E402
+from .config import CAMPPlusConfig  # noqa: E402
+from .layers import Conv1d  # noqa: E402
+from .prompt import MIN_PROMPT_S, prompt_audio  # noqa: E402
 
-CAMPPLUS_SR = 16000
-BN_EPS = 1e-5
+_CFG = CAMPPlusConfig()
 
 # ================================================================== Kaldi fbank (numpy, float64)
 _F32_EPS = float(np.finfo(np.float32).eps)  # Kaldi's floor before log
@@ -56,8 +57,8 @@ def kaldi_mel_banks(num_bins: int = 80, padded_window: int = 512, sample_freq: f
 _BANKS: dict = {}
 
 
-def kaldi_fbank(wav, num_mel_bins: int = 80, sample_frequency: float = 16000.0,
-                banks: np.ndarray | None = None) -> np.ndarray:
+def kaldi_fbank(wav, num_mel_bins: int = _CFG.feat_dim,
+                sample_frequency: float = float(_CFG.sample_rate), banks: np.ndarray | None = None) -> np.ndarray:
     """``torchaudio.compliance.kaldi.fbank(wav[None], num_mel_bins=80)`` with its defaults: 25 ms
     povey window, 10 ms shift, snip_edges, DC removal, preemphasis 0.97, 512-point power
     spectrum, 20 Hz..Nyquist, no dither, log floored at float32 eps. (N,) -> (frames, 80).
@@ -97,8 +98,9 @@ def extract_feature(wav) -> np.ndarray:
 class BatchNorm(nn.Module):
     """Eval-mode BatchNorm over the last axis (running statistics, optional affine)."""
 
-    def __init__(self, ch: int, affine: bool = True):
+    def __init__(self, ch: int, affine: bool = True, eps: float = _CFG.bn_eps):
         super().__init__()
+        self._eps = eps
         if affine:
             self.weight = mx.ones((ch,))
             self.bias = mx.zeros((ch,))
@@ -106,7 +108,7 @@ class BatchNorm(nn.Module):
         self.running_var = mx.ones((ch,))
 
     def __call__(self, x):
-        y = (x - self.running_mean) * mx.rsqrt(self.running_var + BN_EPS)
+        y = (x - self.running_mean) * mx.rsqrt(self.running_var + self._eps)
         if "weight" in self:
             y = y * self.weight + self.bias
         return y
@@ -123,33 +125,6 @@ class Nonlinear(nn.Module):
     def __call__(self, x):
         x = self.batchnorm(x)
         return mx.maximum(x, 0.0) if self._relu else x
-
-
-class Conv1d(nn.Module):
-    """Conv1d on (B, T, C), weight (out, k, in), zero padding both sides. k > 1 runs as im2col +
-    one matmul (through the preloaded BLAS)."""
-
-    def __init__(self, cin: int, cout: int, k: int = 1, stride: int = 1, padding: int = 0,
-                 dilation: int = 1, bias: bool = False):
-        super().__init__()
-        self.weight = mx.zeros((cout, k, cin))
-        if bias:
-            self.bias = mx.zeros((cout,))
-        self._cfg = (stride, padding, dilation)
-
-    def __call__(self, x):
-        cout, k, cin = self.weight.shape
-        stride, pad, dil = self._cfg
-        if pad:
-            x = mx.pad(x, [(0, 0), (pad, pad), (0, 0)])
-        t_out = (x.shape[1] - dil * (k - 1) - 1) // stride + 1
-        span = stride * (t_out - 1) + 1
-        cols = mx.concatenate([x[:, i * dil:i * dil + span:stride] for i in range(k)], axis=-1) \
-            if k > 1 or stride > 1 else x
-        y = cols @ self.weight.reshape(cout, k * cin).T
-        if "bias" in self:
-            y = y + self.bias
-        return y
 
 
 class Conv2d(nn.Module):
@@ -187,7 +162,7 @@ class BasicResBlock(nn.Module):
 
 
 class FCM(nn.Module):
-    def __init__(self, num_blocks=(2, 2), m_channels: int = 32, feat_dim: int = 80):
+    def __init__(self, num_blocks, m_channels: int, feat_dim: int):
         super().__init__()
         self.conv1 = Conv2d(1, m_channels, 3, padding=1)
         self.bn1 = BatchNorm(m_channels)
@@ -222,7 +197,7 @@ class TDNNLayer(nn.Module):
         return self.nonlinear(self.linear(x))
 
 
-def _seg_pooling(x, seg_len: int = 100):
+def _seg_pooling(x, seg_len: int = _CFG.seg_len):
     """avg_pool1d(kernel=stride=seg_len, ceil_mode=True) over time, each segment mean repeated
     seg_len times and cut to T. torch divides the last, partial window by its valid length."""
     b, t, c = x.shape
@@ -303,19 +278,18 @@ def statistics_pooling(x):
 
 
 class XVector(nn.Module):
-    def __init__(self, channels: int, init_channels=128, growth_rate=32, bn_size=4,
-                 embedding_size=192):
+    def __init__(self, channels: int, cfg: CAMPPlusConfig = _CFG):
         super().__init__()
-        self.tdnn = TDNNLayer(channels, init_channels, 5, stride=2)
-        ch = init_channels
-        for i, (n, k, d) in enumerate(zip((12, 24, 16), (3, 3, 3), (1, 2, 2))):
-            setattr(self, f"block{i + 1}", CAMDenseTDNNBlock(n, ch, growth_rate,
-                                                             bn_size * growth_rate, k, d))
-            ch = ch + n * growth_rate
+        self.tdnn = TDNNLayer(channels, cfg.init_channels, 5, stride=2)
+        ch = cfg.init_channels
+        growth = cfg.growth_rate
+        for i, (n, k, d) in enumerate(zip(cfg.block_layers, cfg.block_kernels, cfg.block_dilations)):
+            setattr(self, f"block{i + 1}", CAMDenseTDNNBlock(n, ch, growth, cfg.bn_size * growth, k, d))
+            ch = ch + n * growth
             setattr(self, f"transit{i + 1}", TransitLayer(ch, ch // 2))
             ch //= 2
         self.out_nonlinear = Nonlinear(ch)
-        self.dense = DenseLayer(ch * 2, embedding_size)
+        self.dense = DenseLayer(ch * 2, cfg.embedding_size)
 
     def __call__(self, x):
         x = self.tdnn(x)
@@ -328,20 +302,22 @@ class XVector(nn.Module):
 class CAMPPlus(nn.Module):
     """chatterbox ``CAMPPlus(memory_efficient=False)`` (segment-level output, 192-d)."""
 
-    def __init__(self, feat_dim: int = 80, embedding_size: int = 192):
+    def __init__(self, cfg: CAMPPlusConfig | None = None):
         super().__init__()
-        self.head = FCM(feat_dim=feat_dim)
-        self.xvector = XVector(self.head.out_channels, embedding_size=embedding_size)
+        self.cfg = cfg = cfg or CAMPPlusConfig()
+        self.head = FCM(cfg.head_blocks, cfg.m_channels, cfg.feat_dim)
+        self.xvector = XVector(self.head.out_channels, cfg)
 
     def __call__(self, feats):
         """feats (B, T, 80) mean-normalised fbank -> (B, 192)."""
         return self.xvector(self.head(feats))
 
-    def inference(self, wav, sr: int = CAMPPLUS_SR):
+    def inference(self, wav, sr: int = _CFG.sample_rate):
         """x-vector of one utterance, (1, 192) float32 mx.array, as chatterbox's
         ``speaker_encoder.inference`` on the 16 kHz prompt (other rates are resampled)."""
-        x = prompt_audio(wav, sr, CAMPPLUS_SR)
-        if x.shape[0] < MIN_PROMPT_S * CAMPPLUS_SR:
+        rate = self.cfg.sample_rate
+        x = prompt_audio(wav, sr, rate)
+        if x.shape[0] < MIN_PROMPT_S * rate:
             raise EmptyAudioError(f"prompt too short for the x-vector: {x.shape[0]} samples")
         return self(mx.array(extract_feature(x)))
 

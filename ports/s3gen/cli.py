@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_MODEL = "ResembleAI/chatterbox"
+from . import DEFAULT_SOURCE as DEFAULT_MODEL
 
 
 def _add_model_args(p):
@@ -61,7 +61,7 @@ def load_tokens(path: str) -> np.ndarray:
             a = np.array([int(t) for t in txt], dtype=np.int64)
         except ValueError:
             raise ValueError(f"{p}: expected whitespace/comma separated integer token ids") from None
-    from .model import check_tokens
+    from .flow import check_tokens
 
     return check_tokens(a, f"tokens ({p.name})")
 
@@ -110,7 +110,7 @@ def cmd_vocode(args) -> int:
         if noise.ndim == 2:
             noise = noise[None]
     model = _load_model(args)
-    wav, mel = vocode(model, tokens, prompt, S3GEN_SR, noise=noise, seed=args.seed,
+    wav, mel = vocode(tokens, prompt, S3GEN_SR, model=model, noise=noise, seed=args.seed,
                       progress=_ode_progress(), return_mel=True)
     write_audio(args.output, wav, S3GEN_SR)
     print(f"wrote {args.output} ({len(wav) / S3GEN_SR:.2f} s, {tokens.shape[1]} tokens)")
@@ -132,8 +132,8 @@ def cmd_vc(args) -> int:
     src, _ = load_audio(args.source, sr=S3_SR, channels="mean")
     ref = load_prompt(args.voice)
     model = _load_model(args)
-    wav = voice_convert(model, src, S3_SR, ref, S3GEN_SR, seed=args.seed, progress=_ode_progress(),
-                        return_mel=bool(args.plot))
+    wav = voice_convert(src, S3_SR, ref, S3GEN_SR, model=model, seed=args.seed,
+                        progress=_ode_progress(), return_mel=bool(args.plot))
     if args.plot:
         wav, mel = wav
         plot_mel(mel, args.plot, "S3Gen VC mel")
@@ -141,71 +141,6 @@ def cmd_vc(args) -> int:
     write_audio(args.output, wav, S3GEN_SR)
     print(f"wrote {args.output} ({len(wav) / S3GEN_SR:.2f} s)")
     return 0
-
-
-# ------------------------------------------------------------------------------ port contract
-def run_parity(quick: bool = False):
-    """HiFT stages, then the whole S3Gen with and without a prompt (and meanflow unless quick),
-    against chatterbox 0.1.7 with random seeded weights."""
-    import torch
-
-    from ports.common.parity import ParityReport
-
-    from .parity import hift_parity, model_parity, original_s3gen, phase_drift, port_s3gen_from
-
-    torch.set_num_threads(1)
-    rep = ParityReport("s3gen", original="chatterbox-tts 0.1.7 (random seeded weights)")
-    hift_parity(n_frames=40 if quick else 100, report=rep)
-    d = phase_drift(10.0)
-    rep.check("hift.sine_phase_10s_vs_float64", d["max_abs"] < 1e-5, f"max abs {d['max_abs']:.2e}",
-              **d)
-    orig = original_s3gen(0)
-    port = port_s3gen_from(orig)
-    model_parity(25 if quick else 100, 0.5 if quick else 1.0, original=orig, port=port, report=rep)
-    if not quick:
-        model_parity(50, 0.0, original=orig, port=port, report=rep)
-        del orig, port
-        orig = original_s3gen(1, meanflow=True)
-        model_parity(50, 1.0, seed=1, meanflow=True, original=orig, port=port_s3gen_from(orig),
-                     report=rep)
-    return rep
-
-
-def run_bench(quick: bool = False):
-    from .bench import run
-
-    return run(quick=quick)
-
-
-def demo(out_dir: Path):
-    """Voice conversion of generated speech (espeak) into another espeak voice with the released
-    weights when they can be loaded (HF cache or AUDIO_PORTS_S3GEN_MODEL); otherwise the parity
-    run on random weights (quick), since a random-weight waveform would mean nothing."""
-    import os
-
-    from ports.common.audio import write_audio
-    from ports.common.hub import ModelSourceError
-    from ports.common.samples import espeak
-
-    from .config import S3_SR, S3GEN_SR
-    from .pipeline import from_pretrained, voice_convert
-
-    out_dir = Path(out_dir)
-    src = espeak("Hello, this sentence is spoken again in another voice.", sr=S3_SR)
-    ref = espeak("This is the reference voice for the conversion.", voice="en-gb", sr=S3GEN_SR,
-                 pitch=20)
-    write_audio(out_dir / "source.wav", src, S3_SR)
-    write_audio(out_dir / "voice.wav", ref, S3GEN_SR)
-    try:
-        model = from_pretrained(os.environ.get("AUDIO_PORTS_S3GEN_MODEL", DEFAULT_MODEL))
-    except (ModelSourceError, FileNotFoundError) as err:
-        print(f"s3gen demo: no released weights ({str(err).splitlines()[0]}); running parity instead")
-        return run_parity(quick=True)
-    wav, mel = voice_convert(model, src, S3_SR, ref, S3GEN_SR, seed=0, return_mel=True)
-    write_audio(out_dir / "vc.wav", wav, S3GEN_SR)
-    plot_mel(mel, str(out_dir / "vc_mel.png"), "S3Gen VC mel")
-    print(f"wrote {out_dir / 'vc.wav'}")
-    return None
 
 
 def convert(src: str, dst: str) -> None:

@@ -16,15 +16,27 @@ from ports.common.convert import (ConversionError, KeyMap, load_state_dict,  # n
                                   read_safetensors, save_safetensors)
 from ports.common.mlx_weights import convert_into, load_into, param_shapes  # noqa: E402
 
+from .campplus import campplus_rules  # noqa: E402
+from .config import S3GenConfig  # noqa: E402
+from .flow import flow_rules  # noqa: E402
+from .hift import HiFTGenerator, hift_rules  # noqa: E402
+from .model import S3Gen  # noqa: E402
+from .tokenizer import tokenizer_rules  # noqa: E402
+
 FORMAT = "ports.s3gen/1"
 TAG = "s3gen-mlx-v1"  # cached_conversion tag: bump when the conversion changes
 MEANFLOW_KEY = "flow.decoder.estimator.time_embed_mixer.weight"
+# S3Gen part (= attribute and state-dict prefix) -> its conversion rules
+PART_RULES = {
+    "tokenizer": tokenizer_rules,
+    "speaker_encoder": campplus_rules,
+    "flow": flow_rules,
+    "mel2wav": hift_rules,
+}
 
 
 def load_hift(src: dict, cfg=None, prefix: str = "mel2wav."):
     """HiFTGenerator from a state dict holding exactly the ``mel2wav.*`` keys."""
-    from .hift import HiFTGenerator, hift_rules
-
     model = HiFTGenerator(cfg)
     convert_into(model, KeyMap(hift_rules(prefix), what="mel2wav weights"), src, prefix=prefix)
     return model
@@ -32,11 +44,8 @@ def load_hift(src: dict, cfg=None, prefix: str = "mel2wav."):
 
 def s3gen_keymap() -> KeyMap:
     """The four parts' rules over the whole chatterbox S3Gen state dict."""
-    from .model import PARTS, part
-
     rules = []
-    for name in PARTS:
-        _, factory = part(name)
+    for name, factory in PART_RULES.items():
         rules += factory(name + ".")
     return KeyMap(rules, what="S3Gen checkpoint")
 
@@ -47,9 +56,6 @@ def is_meanflow(src: dict) -> bool:
 
 def convert_state_dict(src: dict, meanflow: bool | None = None) -> tuple[dict, bool]:
     """chatterbox keys -> port keys (numpy float32), strict. Returns (weights, meanflow)."""
-    from .config import S3GenConfig
-    from .model import S3Gen
-
     if meanflow is None:
         meanflow = is_meanflow(src)
     model = S3Gen(S3GenConfig(meanflow=meanflow))  # parameters stay lazy: shapes only
@@ -81,9 +87,6 @@ def is_converted(path: str | Path) -> bool:
 
 def load_converted(path: str | Path, config=None):
     """S3Gen from a converted file (strict: every parameter present with its shape)."""
-    from .config import S3GenConfig
-    from .model import S3Gen
-
     w, meta = read_safetensors(path)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a converted S3Gen file (metadata format {meta.get('format')!r})")

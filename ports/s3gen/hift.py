@@ -8,7 +8,6 @@ original.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,31 +18,7 @@ import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 
 from ports.common.convert import Combine, Rule, chain, transpose, weight_norm  # noqa: E402
 
-
-@dataclass
-class HiFTConfig:
-    in_channels: int = 80
-    base_channels: int = 512
-    nb_harmonics: int = 8
-    sampling_rate: int = 24000
-    nsf_alpha: float = 0.1
-    nsf_sigma: float = 0.003
-    nsf_voiced_threshold: float = 10.0
-    upsample_rates: list = field(default_factory=lambda: [8, 5, 3])
-    upsample_kernel_sizes: list = field(default_factory=lambda: [16, 11, 7])
-    n_fft: int = 16
-    hop_len: int = 4
-    resblock_kernel_sizes: list = field(default_factory=lambda: [3, 7, 11])
-    resblock_dilation_sizes: list = field(default_factory=lambda: [[1, 3, 5]] * 3)
-    source_resblock_kernel_sizes: list = field(default_factory=lambda: [7, 7, 11])
-    source_resblock_dilation_sizes: list = field(default_factory=lambda: [[1, 3, 5]] * 3)
-    lrelu_slope: float = 0.1  # S3Token2Wav does not pass it: HiFTGenerator's default
-    audio_limit: float = 0.99
-    f0_cond_channels: int = 512
-
-    @property
-    def upsample_scale(self) -> int:  # samples per mel frame (480)
-        return int(np.prod(self.upsample_rates)) * self.hop_len
+from .config import S3GEN_SR, HiFTConfig  # noqa: E402
 
 
 def _pad(k: int, d: int = 1) -> int:
@@ -385,7 +360,7 @@ class HiFTGenerator(nn.Module):
         return (y, source, stages) if return_stages else (y, source)
 
 
-def trim_fade(sr: int = 24000) -> np.ndarray:
+def trim_fade(sr: int = S3GEN_SR) -> np.ndarray:
     """S3Token2Wav's 20 ms of silence followed by a 20 ms raised-cosine fade-in."""
     n = sr // 50
     fade = np.zeros(2 * n, dtype=np.float32)
@@ -393,7 +368,7 @@ def trim_fade(sr: int = 24000) -> np.ndarray:
     return fade
 
 
-def apply_trim_fade(wav, sr: int = 24000):
+def apply_trim_fade(wav, sr: int = S3GEN_SR):
     fade = trim_fade(sr)
     n = min(len(fade), wav.shape[-1])
     head = wav[..., :n] * mx.array(fade[:n])
@@ -421,6 +396,3 @@ def hift_rules(prefix: str = "mel2wav."):
         Rule(rf"{p}.+\.(?:bias|alpha)"),
         Rule(rf"{p}(?:m_source\.l_linear|f0_predictor\.classifier)\.weight"),
     ]
-
-
-HIFT_RULES = hift_rules("mel2wav.")

@@ -1,5 +1,6 @@
-"""S3Gen's prompt log-mel (chatterbox ``models/s3gen/utils/mel.py``, Matcha-TTS) and the shared
-audio front-end helpers of the reference-prompt path, in numpy (no torch, no librosa at run time).
+"""S3Gen's prompt log-mel (chatterbox ``models/s3gen/utils/mel.py``, Matcha-TTS) and the STFT
+helpers it shares with the tokenizer's log-mel (slaney filters, Hann window, framing), in numpy (no
+torch, no librosa at run time).
 
 Original: 24 kHz mono, reflect pad (n_fft - hop) / 2 = 720 on both sides, ``torch.stft`` with
 ``center=False``, n_fft = window = 1920, hop 480, periodic Hann window, magnitude
@@ -8,20 +9,16 @@ Original: 24 kHz mono, reflect pad (n_fft - hop) / 2 = 720 on both sides, ``torc
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
-from ports.common.audio import (EmptyAudioError, UnsupportedAudioError, check_waveform,
-                                sinc_resample)
+from ports.common.audio import EmptyAudioError
 
-S3GEN_SR = 24000
-N_FFT = 1920
-HOP = 480
-N_MELS = 80
-FMIN = 0.0
-FMAX = 8000.0
-# Shortest prompt accepted: one full mel window at 24 kHz (80 ms). Shorter audio cannot even be
-# reflect-padded by the original (pad 720 needs > 720 samples) and gives a degenerate x-vector.
-MIN_PROMPT_S = N_FFT / S3GEN_SR
+from .config import PromptMelConfig
+from .prompt import prompt_audio
+
+_MEL = PromptMelConfig()
 
 
 # ------------------------------------------------------------------ librosa-equivalent filters
@@ -71,6 +68,15 @@ def slaney_mel_filters(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0,
     return weights
 
 
+@lru_cache(maxsize=8)
+def slaney_mel_filters64(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0,
+                         fmax: float | None = None) -> np.ndarray:
+    """``slaney_mel_filters`` as float64, computed once per setting (read-only: shared)."""
+    w = slaney_mel_filters(sr, n_fft, n_mels, fmin, fmax).astype(np.float64)
+    w.flags.writeable = False
+    return w
+
+
 def hann_window(n: int, periodic: bool = True) -> np.ndarray:
     """``torch.hann_window(n, periodic)`` in float64."""
     denom = n if periodic else n - 1
@@ -83,51 +89,11 @@ def frames(x: np.ndarray, size: int, hop: int) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(x, size, axis=-1)[..., ::hop, :][..., :n, :]
 
 
-# ------------------------------------------------------------------ prompt audio
-def as_mono(wav, name: str = "prompt") -> np.ndarray:
-    """float32 mono (N,): (N,), (1, N) or (C, N) channels-first (averaged, as ``load_audio``)."""
-    x = np.asarray(wav)
-    if x.ndim == 2:
-        x = x.mean(axis=0) if x.shape[0] > 1 else x[0]
-    elif x.ndim != 1:
-        raise UnsupportedAudioError(f"{name}: expected a 1-D waveform or (channels, samples), got "
-                                    f"shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise UnsupportedAudioError(f"{name}: expected floating-point samples in [-1, 1], got "
-                                    f"{x.dtype}")
-    return check_waveform(x.astype(np.float32, copy=False), name)
-
-
-def prompt_audio(wav, sr: int, target_sr: int, name: str = "prompt") -> np.ndarray:
-    """Mono float32 prompt at ``target_sr``, resampled as chatterbox's ``embed_ref`` does
-    (torchaudio's windowed-sinc ``Resample``, reproduced by ``sinc_resample``).
-
-    Raises ``EmptyAudioError`` when the prompt is shorter than one mel window (80 ms).
-    """
-    x = as_mono(wav, name)
-    if sr <= 0:
-        raise ValueError(f"{name}: sample rate must be positive, got {sr}")
-    if x.shape[0] < MIN_PROMPT_S * sr:
-        raise EmptyAudioError(
-            f"{name}: {x.shape[0]} samples at {sr} Hz ({x.shape[0] / sr:.3f} s) is shorter than the "
-            f"{MIN_PROMPT_S * 1000:.0f} ms mel window ({N_FFT} samples at {S3GEN_SR} Hz)")
-    return sinc_resample(x, sr, target_sr) if sr != target_sr else x
-
-
 # ------------------------------------------------------------------ the 24 kHz prompt mel
-_FILTERS: dict = {}
-
-
-def _filters(sr, n_fft, n_mels, fmin, fmax):
-    key = (sr, n_fft, n_mels, fmin, fmax)
-    if key not in _FILTERS:
-        _FILTERS[key] = slaney_mel_filters(sr, n_fft, n_mels, fmin, fmax).astype(np.float64)
-    return _FILTERS[key]
-
-
-def mel_spectrogram(y, n_fft: int = N_FFT, num_mels: int = N_MELS, sampling_rate: int = S3GEN_SR,
-                    hop_size: int = HOP, win_size: int = N_FFT, fmin: float = FMIN,
-                    fmax: float = FMAX) -> np.ndarray:
+def mel_spectrogram(y, n_fft: int = _MEL.n_fft, num_mels: int = _MEL.num_mels,
+                    sampling_rate: int = _MEL.sampling_rate, hop_size: int = _MEL.hop_size,
+                    win_size: int = _MEL.win_size, fmin: float = _MEL.fmin,
+                    fmax: float = _MEL.fmax) -> np.ndarray:
     """chatterbox ``mel_spectrogram`` (center=False): (N,) or (B, N) -> (B, num_mels, T) float32."""
     y = np.asarray(y, dtype=np.float64)
     if y.ndim == 1:
@@ -142,11 +108,11 @@ def mel_spectrogram(y, n_fft: int = N_FFT, num_mels: int = N_MELS, sampling_rate
     win[off:off + win_size] = hann_window(win_size)
     spec = np.fft.rfft(frames(y, n_fft, hop_size) * win, axis=-1)      # (B, T, F)
     mag = np.sqrt(spec.real ** 2 + spec.imag ** 2 + 1e-9)
-    mel = np.einsum("mf,btf->bmt", _filters(sampling_rate, n_fft, num_mels, fmin, fmax), mag)
+    mel = np.einsum("mf,btf->bmt", slaney_mel_filters64(sampling_rate, n_fft, num_mels, fmin, fmax), mag)
     return np.log(np.maximum(mel, 1e-5)).astype(np.float32)
 
 
-def prompt_mel(wav, sr: int = S3GEN_SR) -> np.ndarray:
+def prompt_mel(wav, sr: int = _MEL.sampling_rate) -> np.ndarray:
     """S3Gen ``embed_ref``'s ``prompt_feat``: (1, T, 80) float32 at 50 frames/s."""
-    x = prompt_audio(wav, sr, S3GEN_SR)
+    x = prompt_audio(wav, sr, _MEL.sampling_rate)
     return mel_spectrogram(x).transpose(0, 2, 1)

@@ -1,89 +1,35 @@
 """S3Gen (chatterbox ``S3Token2Wav``): tokenizer, speaker encoder, flow and HiFT in one MLX module
 whose parameter paths equal chatterbox's state-dict keys (after the conversion rules).
-
-The four parts live in their own files; a part missing from the install gives a
-``MissingPartError`` naming it, never a stand-in.
 """
 from __future__ import annotations
 
-import importlib
 import warnings
 
 import numpy as np
 
+from ports.common.audio import sinc_resample
 from ports.common.blas import import_mlx
 
 mx = import_mlx()
 import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 
-from .config import MAX_PROMPT_S, S3_SR, S3GEN_SR, SPEECH_VOCAB_SIZE, S3GenConfig  # noqa: E402
-
-# part name (= state-dict prefix) -> (module, class, rules factory)
-PARTS = {
-    "tokenizer": ("ports.s3gen.tokenizer", "S3TokenizerV2", "tokenizer_rules"),
-    "speaker_encoder": ("ports.s3gen.campplus", "CAMPPlus", "campplus_rules"),
-    "flow": ("ports.s3gen.flow", "CausalMaskedDiffWithXvec", "flow_rules"),
-    "mel2wav": ("ports.s3gen.hift", "HiFTGenerator", "hift_rules"),
-}
-
-
-class MissingPartError(RuntimeError):
-    pass
-
-
-def part(name: str):
-    """(class, rules factory) of an S3Gen part, or MissingPartError naming what is missing."""
-    mod_name, cls_name, rules_name = PARTS[name]
-    try:
-        mod = importlib.import_module(mod_name)
-    except ModuleNotFoundError as err:
-        if err.name == mod_name:
-            raise MissingPartError(f"S3Gen part {name!r} is not available: module {mod_name} "
-                                   f"({cls_name}) is missing from this install") from err
-        raise
-    missing = [a for a in (cls_name, rules_name) if not hasattr(mod, a)]
-    if missing:
-        raise MissingPartError(f"S3Gen part {name!r} is incomplete: {mod_name} lacks "
-                               f"{', '.join(missing)}")
-    return getattr(mod, cls_name), getattr(mod, rules_name)
-
-
-def check_tokens(tokens, name: str = "speech_tokens") -> np.ndarray:
-    """(n,) or (1, n) integer ids in [0, 6560] -> (1, n) int64; anything else is a ValueError."""
-    a = np.asarray(tokens)
-    if a.ndim == 2 and a.shape[0] == 1:
-        a = a[0]
-    if a.ndim != 1:
-        raise ValueError(f"{name}: expected a 1-D sequence of token ids (or shape (1, n)), got shape "
-                         f"{a.shape}")
-    if a.size == 0:
-        raise ValueError(f"{name}: empty token sequence")
-    if a.dtype == object or a.dtype.kind not in "iuf":
-        raise ValueError(f"{name}: token ids must be integers, got dtype {a.dtype}")
-    if a.dtype.kind == "f":
-        if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
-            raise ValueError(f"{name}: token ids must be integers, got non-integral values")
-    bad = (a < 0) | (a >= SPEECH_VOCAB_SIZE)
-    if bad.any():
-        where = np.flatnonzero(bad)
-        raise ValueError(f"{name}: {len(where)} token id(s) outside [0, {SPEECH_VOCAB_SIZE - 1}], e.g. "
-                         f"{a[where[:5]].astype(np.int64).tolist()} at positions {where[:5].tolist()} "
-                         "(chatterbox's speech vocabulary; special tokens must be removed first)")
-    return a.astype(np.int64)[None]
+from .campplus import CAMPPlus  # noqa: E402
+from .config import MAX_PROMPT_S, S3_SR, S3GEN_SR, S3GenConfig  # noqa: E402
+from .flow import CausalMaskedDiffWithXvec, check_tokens  # noqa: E402
+from .hift import HiFTGenerator, apply_trim_fade  # noqa: E402
+from .mel import mel_spectrogram  # noqa: E402
+from .prompt import prompt_audio  # noqa: E402
+from .tokenizer import S3TokenizerV2  # noqa: E402
 
 
 class S3Gen(nn.Module):
     def __init__(self, config: S3GenConfig | None = None):
         super().__init__()
         self.config = config or S3GenConfig()
-        tok_cls, _ = part("tokenizer")
-        spk_cls, _ = part("speaker_encoder")
-        flow_cls, _ = part("flow")
-        hift_cls, _ = part("mel2wav")
-        self.tokenizer = tok_cls()
-        self.speaker_encoder = spk_cls()
-        self.flow = flow_cls(meanflow=self.config.meanflow)
-        self.mel2wav = hift_cls()
+        self.tokenizer = S3TokenizerV2()
+        self.speaker_encoder = CAMPPlus()
+        self.flow = CausalMaskedDiffWithXvec(meanflow=self.config.meanflow)
+        self.mel2wav = HiFTGenerator()
 
     @property
     def meanflow(self) -> bool:
@@ -95,17 +41,14 @@ class S3Gen(nn.Module):
         x-vector (16 kHz CAMPPlus). ``wav`` is mono (N,) or (C, N) float at ``sr``; it is resampled
         from ``sr`` to each of 24 kHz and 16 kHz with torchaudio's sinc resampler, as chatterbox
         does."""
-        from .mel import mel_spectrogram, prompt_audio
-        from ports.common.audio import sinc_resample as resample
-
         if not isinstance(sr, (int, np.integer)) or sr <= 0:
             raise ValueError(f"prompt sample rate must be a positive integer, got {sr!r}")
         x = prompt_audio(wav, int(sr), int(sr))  # mono, finite, at least one mel window
         if x.shape[0] > MAX_PROMPT_S * sr:
             warnings.warn(f"S3Gen received a prompt longer than {MAX_PROMPT_S:g} s "
                           "(chatterbox's TTS/VC trim it to 10 s)", stacklevel=2)
-        w24 = resample(x, int(sr), S3GEN_SR)
-        w16 = resample(x, int(sr), S3_SR)
+        w24 = sinc_resample(x, int(sr), S3GEN_SR)
+        w16 = sinc_resample(x, int(sr), S3_SR)
         feat = mel_spectrogram(w24).transpose(0, 2, 1)  # (1, T, 80)
         emb = np.array(self.speaker_encoder.inference(w16, S3_SR), dtype=np.float32)
         toks, lens = self.tokenizer([w16])
@@ -130,11 +73,7 @@ class S3Gen(nn.Module):
         missing = [k for k in ("prompt_token", "prompt_feat", "embedding") if k not in ref_dict]
         if missing:
             raise ValueError(f"ref_dict lacks {', '.join(missing)}")
-        ptok = np.asarray(ref_dict["prompt_token"])
-        if ptok.size:
-            ptok = check_tokens(ptok, "prompt_token")
-        else:
-            ptok = np.zeros((1, 0), np.int64)
+        ptok = check_tokens(ref_dict["prompt_token"], "prompt_token", allow_empty=True)
         return self.flow.inference(
             tok, np.array([tok.shape[1]]), ptok, np.array([ptok.shape[1]]),
             ref_dict["prompt_feat"], ref_dict["embedding"], finalize=True, noise=noise, seed=seed,
@@ -153,8 +92,6 @@ class S3Gen(nn.Module):
         """chatterbox ``S3Token2Wav.inference``: -> (waveform (1, N) at 24 kHz, source (1, 1, N)),
         with the first 20 ms zeroed and the next 20 ms faded in. ``noise`` / ``source`` inject the
         flow's initial state and the vocoder's excitation; ``seed`` seeds both otherwise."""
-        from .hift import apply_trim_fade
-
         fseed = None if seed is None else int(seed)
         hseed = None if seed is None else int(seed) + 1
         out = self.flow_inference(speech_tokens, ref_dict, noise=noise, seed=fseed,

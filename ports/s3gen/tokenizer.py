@@ -21,24 +21,16 @@ from ports.common.blas import import_mlx
 mx = import_mlx()
 import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 
-from .campplus import Conv1d  # noqa: E402
-from .mel import frames, hann_window, prompt_audio, slaney_mel_filters  # noqa: E402
+from .config import TokenizerConfig  # noqa: E402
+from .layers import Conv1d, LayerNorm, ParameterFree  # noqa: E402
+from .mel import frames, hann_window, slaney_mel_filters64  # noqa: E402
+from .prompt import prompt_audio  # noqa: E402
 
-S3_SR = 16000
-S3_HOP = 160
-S3_N_FFT = 400
-S3_N_MELS = 128
-S3_TOKEN_RATE = 25
-SPEECH_VOCAB_SIZE = 6561
-MAX_FRAMES = 3000            # 30 s: longer audio goes through the sliding-window path
-WINDOW_FRAMES, OVERLAP_FRAMES = 3000, 400   # 30 s windows, 4 s overlap (s3tokenizer)
+_CFG = TokenizerConfig()
 
 
 # ================================================================== 16 kHz log-mel (numpy)
-_FILTERS: dict = {}
-
-
-def log_mel_spectrogram(wav) -> np.ndarray:
+def log_mel_spectrogram(wav, cfg: TokenizerConfig = _CFG) -> np.ndarray:
     """chatterbox ``S3Tokenizer.log_mel_spectrogram``: (N,) 16 kHz -> (128, N // 160) float32.
 
     ``torch.stft(center=True)`` (reflect pad 200), periodic Hann, last frame dropped, power,
@@ -47,23 +39,21 @@ def log_mel_spectrogram(wav) -> np.ndarray:
     x = np.asarray(wav, dtype=np.float64)
     if x.ndim != 1:
         raise ValueError(f"expected a 1-D waveform, got shape {x.shape}")
-    pad = S3_N_FFT // 2
+    pad = cfg.n_fft // 2
     if x.shape[0] <= pad:
         raise ValueError(f"audio of {x.shape[0]} samples is too short for the tokenizer log-mel "
                          f"(reflect padding of {pad} needs more)")
     x = np.pad(x, (pad, pad), mode="reflect")
-    spec = np.fft.rfft(frames(x, S3_N_FFT, S3_HOP) * hann_window(S3_N_FFT), axis=-1)[:-1]
+    spec = np.fft.rfft(frames(x, cfg.n_fft, cfg.hop) * hann_window(cfg.n_fft), axis=-1)[:-1]
     power = spec.real ** 2 + spec.imag ** 2                               # (T, 201)
-    if "f" not in _FILTERS:
-        _FILTERS["f"] = slaney_mel_filters(S3_SR, S3_N_FFT, S3_N_MELS).astype(np.float64)
-    mel = _FILTERS["f"] @ power.T                                          # (128, T)
+    mel = slaney_mel_filters64(cfg.sample_rate, cfg.n_fft, cfg.n_mels) @ power.T   # (128, T)
     log_spec = np.log10(np.maximum(mel, 1e-10))
     log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
     return ((log_spec + 4.0) / 4.0).astype(np.float32)
 
 
 # ================================================================== rotary table
-def rotary_cos_sin(dim: int = 64, end: int = 2048, theta: float = 10000.0):
+def rotary_cos_sin(dim: int = _CFG.rotary_dim, end: int = _CFG.rotary_len, theta: float = 10000.0):
     """s3tokenizer ``precompute_freqs_cis(64, 2048)`` as (cos, sin), each (end, dim) float32:
     float32 frequencies and angles (as torch), cos/sin of those angles rounded to float32."""
     expo = np.arange(0, dim, 2)[: dim // 2].astype(np.float32) / np.float32(dim)
@@ -85,17 +75,6 @@ def gelu(x):  # exact (erf) GELU, as torch
 
 
 # ================================================================== encoder
-class LayerNorm(nn.Module):
-    def __init__(self, n: int, eps: float = 1e-5):
-        super().__init__()
-        self.weight = mx.ones((n,))
-        self.bias = mx.zeros((n,))
-        self._eps = eps
-
-    def __call__(self, x):
-        return mx.fast.layer_norm(x, self.weight, self.bias, self._eps)
-
-
 class Linear(nn.Module):
     def __init__(self, cin: int, cout: int, bias: bool = True):
         super().__init__()
@@ -109,7 +88,7 @@ class Linear(nn.Module):
 
 
 class FSMNMultiHeadAttention(nn.Module):
-    def __init__(self, n_state: int, n_head: int, kernel_size: int = 31):
+    def __init__(self, n_state: int, n_head: int, kernel_size: int):
         super().__init__()
         self.n_head = n_head
         self.query = Linear(n_state, n_state)
@@ -151,12 +130,11 @@ class FSMNMultiHeadAttention(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
-    def __init__(self, n_state: int, n_head: int):
+    def __init__(self, n_state: int, n_head: int, fsmn_kernel: int):
         super().__init__()
-        self.attn = FSMNMultiHeadAttention(n_state, n_head)
+        self.attn = FSMNMultiHeadAttention(n_state, n_head, fsmn_kernel)
         self.attn_ln = LayerNorm(n_state)
-        # torch Sequential(Linear, GELU, Linear): index 1 holds no parameters
-        self.mlp = [Linear(n_state, 4 * n_state), {}, Linear(4 * n_state, n_state)]
+        self.mlp = [Linear(n_state, 4 * n_state), ParameterFree(), Linear(4 * n_state, n_state)]
         self.mlp_ln = LayerNorm(n_state)
 
     def __call__(self, x, bias, mask_pad, cos, sin):
@@ -170,13 +148,14 @@ def _len_mask(lengths, t: int):
 
 
 class AudioEncoderV2(nn.Module):
-    def __init__(self, n_mels=128, n_state=1280, n_head=20, n_layer=6, stride=2):
+    def __init__(self, cfg: TokenizerConfig = _CFG):
         super().__init__()
-        self._stride = stride
-        self.conv1 = Conv1d(n_mels, n_state, 3, stride=stride, padding=1, bias=True)
-        self.conv2 = Conv1d(n_state, n_state, 3, stride=2, padding=1, bias=True)
-        self.blocks = [ResidualAttentionBlock(n_state, n_head) for _ in range(n_layer)]
-        cos, sin = rotary_cos_sin(64, 1024 * 2)
+        self._stride = stride = cfg.stride
+        self.conv1 = Conv1d(cfg.n_mels, cfg.n_state, 3, stride=stride, padding=1, bias=True)
+        self.conv2 = Conv1d(cfg.n_state, cfg.n_state, 3, stride=stride, padding=1, bias=True)
+        self.blocks = [ResidualAttentionBlock(cfg.n_state, cfg.n_head, cfg.fsmn_kernel)
+                       for _ in range(cfg.n_layer)]
+        cos, sin = rotary_cos_sin(cfg.rotary_dim, cfg.rotary_len)
         self._cos, self._sin = mx.array(cos), mx.array(sin)
 
     def __call__(self, x, x_len, return_layers: bool = False):
@@ -187,7 +166,7 @@ class AudioEncoderV2(nn.Module):
         x_len = (x_len - 1) // self._stride + 1
         t = (t - 1) // self._stride + 1
         x = gelu(self.conv2(x * _len_mask(x_len, t)[..., None]))
-        x_len = (x_len - 1) // 2 + 1
+        x_len = (x_len - 1) // self._stride + 1
         t = (t - 1) // self._stride + 1
         m = _len_mask(x_len, t)
         mask_pad = m[..., None]                                        # (B, T, 1)
@@ -209,7 +188,7 @@ class AudioEncoderV2(nn.Module):
 
 # ================================================================== FSQ quantizer
 class FSQCodebook(nn.Module):
-    def __init__(self, dim: int, level: int = 3):
+    def __init__(self, dim: int, level: int):
         super().__init__()
         self.project_down = Linear(dim, 8)
         self._level = level
@@ -225,9 +204,9 @@ class FSQCodebook(nn.Module):
 
 
 class FSQVectorQuantization(nn.Module):
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, level: int):
         super().__init__()
-        self.codebook = FSQCodebook(dim)   # chatterbox: `_codebook`
+        self.codebook = FSQCodebook(dim, level)   # chatterbox: `_codebook`
 
     def encode(self, x):
         return self.codebook.encode(x)
@@ -237,10 +216,11 @@ class FSQVectorQuantization(nn.Module):
 class S3TokenizerV2(nn.Module):
     """chatterbox ``S3Tokenizer("speech_tokenizer_v2_25hz")``: 16 kHz audio -> 25 Hz tokens."""
 
-    def __init__(self, n_mels=128, n_state=1280, n_head=20, n_layer=6):
+    def __init__(self, cfg: TokenizerConfig | None = None):
         super().__init__()
-        self.encoder = AudioEncoderV2(n_mels, n_state, n_head, n_layer, 2)
-        self.quantizer = FSQVectorQuantization(n_state)
+        self.cfg = cfg = cfg or TokenizerConfig()
+        self.encoder = AudioEncoderV2(cfg)
+        self.quantizer = FSQVectorQuantization(cfg.n_state, cfg.fsq_level)
 
     def quantize(self, mel, mel_len):
         """mel (B, 128, T) numpy/mx, mel_len (B,) -> codes (B, T') int32, lengths (B,).
@@ -250,20 +230,22 @@ class S3TokenizerV2(nn.Module):
         """
         mel = np.asarray(mel, dtype=np.float32)
         mel_len = np.asarray(mel_len, dtype=np.int64)
-        if (mel_len > MAX_FRAMES).any():
+        if (mel_len > self.cfg.window_frames).any():
             return self._quantize_long(mel, mel_len)
         hidden, code_len = self.encoder(mx.array(mel.transpose(0, 2, 1)), mx.array(mel_len))
         return self.quantizer.encode(hidden), code_len
 
     def _quantize_long(self, mel, mel_len):
-        stride = WINDOW_FRAMES - OVERLAP_FRAMES
+        cfg = self.cfg
+        window, overlap = cfg.window_frames, cfg.overlap_frames
+        stride = window - overlap
         segs, lens, owner = [], [], []
         for b in range(mel.shape[0]):
             n = int(mel_len[b])
-            starts = [0] if n <= MAX_FRAMES else list(range(0, n, stride))
+            starts = [0] if n <= window else list(range(0, n, stride))
             for s in starts:
-                e = min(s + WINDOW_FRAMES, n) if n > MAX_FRAMES else n
-                seg = np.zeros((mel.shape[1], WINDOW_FRAMES), np.float32)
+                e = min(s + window, n) if n > window else n
+                seg = np.zeros((mel.shape[1], window), np.float32)
                 seg[:, :e - s] = mel[b, :, s:e]
                 segs.append(seg)
                 lens.append(e - s)
@@ -272,11 +254,11 @@ class S3TokenizerV2(nn.Module):
                                         mx.array(np.array(lens)))
         codes = np.array(self.quantizer.encode(hidden))
         code_len = np.array(code_len)
-        keep = (OVERLAP_FRAMES // 100 // 2) * S3_TOKEN_RATE    # tokens in half the overlap
+        keep = (overlap // (cfg.sample_rate // cfg.hop) // 2) * cfg.token_rate  # tokens in half the overlap
         out = []
         for b in range(mel.shape[0]):
             idx = [i for i, o in enumerate(owner) if o == b]
-            if int(mel_len[b]) <= MAX_FRAMES:
+            if int(mel_len[b]) <= window:
                 out.append(codes[idx[0], :code_len[idx[0]]].tolist())
                 continue
             merged = []
@@ -302,19 +284,19 @@ class S3TokenizerV2(nn.Module):
             w = np.asarray(w, dtype=np.float32)
             if w.ndim == 2 and w.shape[0] == 1:
                 w = w[0]
-            mel = log_mel_spectrogram(w)
+            mel = log_mel_spectrogram(w, self.cfg)
             if max_len is not None:
                 mel = mel[:, :max_len * 4]
             mels.append(mel)
         lens = np.array([m.shape[1] for m in mels])
-        batch = np.zeros((len(mels), S3_N_MELS, lens.max()), np.float32)
+        batch = np.zeros((len(mels), self.cfg.n_mels, lens.max()), np.float32)
         for i, m in enumerate(mels):
             batch[i, :, :m.shape[1]] = m
         return self.quantize(batch, lens)
 
-    def tokenize(self, wav, sr: int = S3_SR):
+    def tokenize(self, wav, sr: int = _CFG.sample_rate):
         """Speech tokens (T,) int32 numpy of one mono utterance at any rate (resampled to 16 kHz)."""
-        x = prompt_audio(wav, sr, S3_SR, name="speech")
+        x = prompt_audio(wav, sr, self.cfg.sample_rate, name="speech")
         codes, lens = self([x])
         return np.array(codes)[0, : int(np.array(lens)[0])]
 

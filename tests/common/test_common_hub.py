@@ -1,40 +1,19 @@
 """Hub resolution through huggingface_hub against a real cache layout built here (no network)."""
 import hashlib
-import os
-from pathlib import Path
 
 import pytest
 
 from ports.common import hub
-
-
-def _make_cache(root: Path, repo: str, files: dict[str, bytes], commit: str, ref: str = "main"):
-    """models--owner--name/{blobs/<sha256>, snapshots/<commit>/<file> -> blob, refs/<ref>}."""
-    base = root / ("models--" + repo.replace("/", "--"))
-    (base / "blobs").mkdir(parents=True, exist_ok=True)
-    (base / "refs").mkdir(exist_ok=True)
-    snap = base / "snapshots" / commit
-    snap.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        sha = hashlib.sha256(data).hexdigest()
-        (base / "blobs" / sha).write_bytes(data)
-        link = snap / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(base / "blobs" / sha, link.parent))
-    (base / "refs" / ref).write_text(commit)
-    return snap
+from ports_parity.hf_cache import add_repo, use_offline
 
 
 @pytest.fixture
 def hf_cache(tmp_path, monkeypatch):
-    import huggingface_hub.constants as k
-
     cache = tmp_path / "hub"
-    monkeypatch.setattr(k, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(k, "HF_HUB_OFFLINE", True)
-    c1, c2 = "a" * 40, "b" * 40
-    _make_cache(cache, "owner/model", {"weights.bin": b"v1-weights", "sub/config.json": b"{}"}, c1)
-    _make_cache(cache, "owner/model", {"weights.bin": b"v2-weights"}, c2, ref="v2")
+    use_offline(cache, monkeypatch)
+    add_repo(cache, "owner/model", {"weights.bin": b"v1-weights", "sub/config.json": b"{}"},
+             commit="a" * 40)
+    add_repo(cache, "owner/model", {"weights.bin": b"v2-weights"}, commit="b" * 40, ref="v2")
     return cache
 
 

@@ -1,13 +1,14 @@
 import json
 import math
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from ports.common.bench import Case, run_cases
-from ports.common.parity import ParityReport, metrics
+from ports_parity.common.bench import Case, run_cases
+from ports_parity.common.parity import ParityReport, metrics
 
 
 def test_metrics_values():
@@ -77,3 +78,40 @@ def test_espeak_sample_and_conversation():
     wav, turns = conversation(12.0, sr=16000, seed=1)
     assert wav.shape == (192000,) and len(turns) >= 3 and {t.speaker for t in turns} == {"spk0", "spk1"}
     assert np.isfinite(wav).all() and np.abs(wav).max() <= 1
+
+
+FAKE_BENCH = """
+import os, time
+from ports_parity.common.bench import Case, run_cases
+
+def run_bench(quick=False):
+    here = os.path.dirname(__file__)
+    def side(name, secs):
+        def fn():
+            open(os.path.join(here, name + "." + str(os.getpid())), "w").close()
+            time.sleep(secs)
+        return fn
+    return run_cases("fake", [Case("c", side("port", 0.01), side("orig", 0.02), repeats=2,
+                                   meta={"audio_s": 1.0}),
+                              Case("port only", side("port", 0.01), repeats=1)], progress=False)
+"""
+
+
+def test_bench_isolated_times_each_side_in_its_own_process(tmp_path, monkeypatch):
+    from ports_parity.common.bench import run_isolated
+
+    (tmp_path / "fake_bench.py").write_text(FAKE_BENCH)
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}")
+    rep = run_isolated("fake", module="fake_bench")
+    port_pids = {p.suffix for p in tmp_path.glob("port.*")}
+    orig_pids = {p.suffix for p in tmp_path.glob("orig.*")}
+    assert len(port_pids) == 1 and len(orig_pids) == 1 and port_pids != orig_pids
+    assert str(os.getpid()) not in {p.lstrip(".") for p in port_pids | orig_pids}
+    row = {r["name"]: r for r in rep.cases}
+    c = row["c"]
+    assert c["port_s"] >= 0.01 and c["original_s"] >= 0.02 and c["isolated"]
+    assert c["ratio"] == pytest.approx(c["port_s"] / c["original_s"])
+    assert c["rtf"] == pytest.approx(c["port_s"]) and c["original_rtf"] == pytest.approx(c["original_s"])
+    assert c["port_median_s"] >= c["port_s"] and c["peak_rss_mb"] and c["original_peak_rss_mb"]
+    assert row["port only"]["original_s"] is None and row["port only"]["ratio"] is None
+    assert "fake" in rep.table()

@@ -11,8 +11,9 @@ def test_every_manifest_is_complete():
             "openai-whisper", "faster-whisper-ctranslate2"} <= names
     for p in files:
         m = json.loads(p.read_text())
-        for key in ("name", "port", "licence", "gated", "converter", "original" if "original" in m else "name"):
+        for key in ("name", "port", "licence", "gated", "converter", "original"):
             assert key in m, f"{p.name}: no {key}"
+        assert isinstance(m["original"], str) and m["original"].strip(), f"{p.name}: empty original"
         assert m["converter"].startswith(f"ports.{m['port']}.")
     seg = json.loads((ROOT / "weights/pyannote-segmentation-3.0.json").read_text())
     assert seg["gated"] is True and "pytorch_model.bin" in seg["files"]

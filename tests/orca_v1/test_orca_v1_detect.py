@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from ports.orca_v1.config import DetectConfig
-from ports.orca_v1.detect import (aggregate, merge_detections, orcahello_json,
+from ports.orca_v1.decisions import (aggregate, merge_detections, orcahello_json,
                                   pandas_rolling2_mean, smooth_production)
-from ports.orca_v1.parity import golden_dir
+from ports_parity.orca_v1.parity import golden_dir
 
 
 def test_rolling_mean_equals_pandas():

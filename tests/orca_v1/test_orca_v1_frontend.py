@@ -11,7 +11,7 @@ import torch
 
 from ports.common.audio import AudioError, NonFiniteAudioError, UnsupportedAudioError
 from ports.orca_v1 import frontend as F
-from ports.orca_v1.parity import GOLDEN_FILES, golden_dir, load_golden, torchaudio_reference_mels
+from ports_parity.orca_v1.parity import GOLDEN_FILES, golden_dir, load_golden, torchaudio_reference_mels
 
 
 def _sf_pcm16(v):
@@ -182,7 +182,7 @@ def test_streaming_reader_equals_whole_read():
     p = golden_dir() / "hydro48k_stereo_60s.wav"
     src = F.source_info(p)
     whole = F.read_samples(src)
-    parts = [(off, x) for off, x, _ in F.iter_chunks(p, 7.0)]
+    parts = [(off, x) for off, x, _ in F.iter_minutes(p, 7.0)]
     assert [o for o, _ in parts] == [7.0 * k for k in range(len(parts))]
     np.testing.assert_array_equal(np.concatenate([x for _, x in parts]), whole)
 

@@ -11,7 +11,6 @@ from torch import nn
 from ports.common.convert import ConversionError
 from ports.common.unpickle import UnsafePickleError
 from ports.orca_v1 import convert as C
-from ports.orca_v1.config import N_PARAMS
 from ports.orca_v1.model import OrcaResNet50, count_params, random_init_
 
 
@@ -26,7 +25,13 @@ def sd(model):
 
 
 def test_param_count_and_torchvision_keys(model, sd):
-    assert count_params(model) == N_PARAMS == 25_609_666
+    # Expected from published numbers, not from the port: torchvision's resnet50 has 25,557,032
+    # parameters; the body drops its fc (2048*1000 + 1000) and takes 1 input channel instead of
+    # 3 (conv1: 64*7*7 fewer per dropped channel); fastai's head is BN1d(4096) + Linear(4096, 512)
+    # + BN1d(512) + Linear(512, 2).
+    body = 25_557_032 - (2048 * 1000 + 1000) - 2 * 64 * 7 * 7
+    head = 2 * 4096 + (4096 * 512 + 512) + 2 * 512 + (512 * 2 + 2)
+    assert count_params(model) == body + head
     assert sd["conv1.weight"].shape == (64, 1, 7, 7)
     # torchvision resnet50 names: 3/4/6/3 bottlenecks, downsample at block 0
     for layer, n in zip(range(1, 5), (3, 4, 6, 3)):
@@ -208,29 +213,14 @@ def test_malicious_pickle_refused(tmp_path):
 def test_from_pretrained_hf_repo_id_offline_cache(tmp_path, monkeypatch, sd):
     """``from_pretrained("orcasound/orcahello-srkw-detector-v1")`` through huggingface_hub, from
     a local cache laid out like the Hub's (no network)."""
-    import hashlib
-    import os
-
-    import huggingface_hub.constants as k
-
     from ports.orca_v1.config import HF_REPO
     from ports.orca_v1.pipeline import from_pretrained
+    from ports_parity.hf_cache import add_repo, use_offline
 
     C.save_hf(sd, tmp_path / "src")
-    cache = tmp_path / "hub"
-    base = cache / ("models--" + HF_REPO.replace("/", "--"))
-    snap = base / "snapshots" / ("c" * 40)
-    snap.mkdir(parents=True)
-    (base / "blobs").mkdir()
-    (base / "refs").mkdir()
-    for name in ("model.safetensors", "config.json"):
-        data = (tmp_path / "src" / name).read_bytes()
-        blob = base / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        (snap / name).symlink_to(os.path.relpath(blob, snap))
-    (base / "refs" / "main").write_text("c" * 40)
-    monkeypatch.setattr(k, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(k, "HF_HUB_OFFLINE", True)
+    add_repo(tmp_path / "hub", HF_REPO,
+             {n: tmp_path / "src" / n for n in ("model.safetensors", "config.json")})
+    use_offline(tmp_path / "hub", monkeypatch)
     det = from_pretrained(HF_REPO)
     got = {k2: v.numpy() for k2, v in det.model.state_dict().items()}
     for key in sd:

@@ -6,7 +6,7 @@ import pytest
 
 from ports.cli import main
 from ports.common.audio import write_audio
-from ports.pyannote_mlx import parity
+from ports_parity.pyannote_mlx import parity
 from ports.pyannote_mlx.inference import SegmentationInference
 
 

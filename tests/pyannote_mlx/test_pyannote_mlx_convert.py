@@ -1,14 +1,12 @@
 """Converter: real-format checkpoint -> MLX weights, strict keys, safetensors round trip, hub."""
-import hashlib
 import os
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ports.common.convert import ConversionError
-from ports.pyannote_mlx import parity
+from ports_parity.pyannote_mlx import parity
 from ports.pyannote_mlx.config import SegmentationConfig
 from ports.pyannote_mlx.convert import convert, expected_shapes, load_weights, read_checkpoint
 
@@ -135,23 +133,12 @@ def test_not_a_checkpoint(tmp_path):
 
 def test_from_pretrained_hub_id_from_local_hf_cache(fx, tmp_path, monkeypatch):
     """``from_pretrained("pyannote/segmentation-3.0")`` through huggingface_hub's cache layout."""
-    import huggingface_hub.constants as k
-
     from ports.pyannote_mlx.pipeline import from_pretrained
 
-    cache = tmp_path / "hub"
-    base = cache / "models--pyannote--segmentation-3.0"
-    data = Path(fx.checkpoint).read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
-    (base / "blobs").mkdir(parents=True)
-    (base / "blobs" / sha).write_bytes(data)
-    snap = base / "snapshots" / ("c" * 40)
-    snap.mkdir(parents=True)
-    (snap / "pytorch_model.bin").symlink_to(os.path.relpath(base / "blobs" / sha, snap))
-    (base / "refs").mkdir()
-    (base / "refs" / "main").write_text("c" * 40)
-    monkeypatch.setattr(k, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(k, "HF_HUB_OFFLINE", True)
+    from ports_parity.hf_cache import add_repo, use_offline
+
+    add_repo(tmp_path / "hub", "pyannote/segmentation-3.0", {"pytorch_model.bin": fx.checkpoint})
+    use_offline(tmp_path / "hub", monkeypatch)
     monkeypatch.setenv("AUDIO_PORTS_CACHE", str(tmp_path / "conv"))
     inf = from_pretrained("pyannote/segmentation-3.0")
     seg = inf(fx.wav[: 16000 * 11])

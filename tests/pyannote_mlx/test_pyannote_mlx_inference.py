@@ -4,7 +4,7 @@ import pytest
 
 from ports.common.audio import EmptyAudioError, NonFiniteAudioError
 from ports.pyannote_mlx.config import SegmentationConfig
-from ports.pyannote_mlx.inference import SegmentationInference, Window, iter_chunks
+from ports.pyannote_mlx.inference import SegmentationInference, Window, iter_windows
 
 
 def _unfold_reference(x, window, step):
@@ -25,7 +25,7 @@ def _unfold_reference(x, window, step):
 def test_iter_chunks_matches_unfold(n, block):
     x = np.arange(1, n + 1, dtype=np.float32)
     blocks = [x[i:i + block] for i in range(0, n, block)]
-    got = list(iter_chunks(blocks, 100, 10))
+    got = list(iter_windows(blocks, 100, 10))
     ref = _unfold_reference(x, 100, 10)
     assert len(got) == len(ref)
     for (a, pa), (b, pb) in zip(got, ref):

@@ -3,8 +3,8 @@ checkpoint format, seeded random weights with the segmentation-3.0 hyper-paramet
 import numpy as np
 import pytest
 
-from ports.common.parity import ParityReport
-from ports.pyannote_mlx import parity
+from ports_parity.common.parity import ParityReport
+from ports_parity.pyannote_mlx import parity
 from ports.pyannote_mlx.inference import SegmentationInference
 
 

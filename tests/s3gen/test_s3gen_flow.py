@@ -16,8 +16,10 @@ import torch  # noqa: E402  (the original; never skipped)
 
 from ports.common.convert import ConversionError, KeyMap  # noqa: E402
 from ports.common.mlx_weights import param_shapes  # noqa: E402
+from ports.s3gen import fast_math as FM  # noqa: E402
 from ports.s3gen import flow as F  # noqa: E402
-from ports.s3gen.flow_bench import build_original_flow, port_from_original  # noqa: E402
+from ports.s3gen.config import SPEECH_VOCAB_SIZE  # noqa: E402
+from ports_parity.s3gen.originals import build_original_flow, port_from_original  # noqa: E402
 
 ENC_MAX_ABS = 1e-4
 
@@ -69,8 +71,8 @@ def meanflow():
 
 def _inputs(n_tok: int, n_prompt: int, seed: int):
     rng = np.random.default_rng(seed)
-    tok = rng.integers(0, F.VOCAB_SIZE, (1, n_tok))
-    ptok = rng.integers(0, F.VOCAB_SIZE, (1, n_prompt))
+    tok = rng.integers(0, SPEECH_VOCAB_SIZE, (1, n_tok))
+    ptok = rng.integers(0, SPEECH_VOCAB_SIZE, (1, n_prompt))
     pfeat = (rng.standard_normal((1, 2 * n_prompt, 80)) * 2.0 - 5.0).astype(np.float32)
     xvec = rng.standard_normal((1, 192)).astype(np.float32)
     return tok, ptok, pfeat, xvec
@@ -253,18 +255,18 @@ def test_fast_elementwise_ops_match_torch():
     xs = np.concatenate([np.linspace(-30, 30, 200001), [-1e10, -100.0, 0.0, 1e-30, 50.0, 1e4]]).astype(np.float32)
     xt = torch.from_numpy(xs).double()
     xm = mx.array(xs)
-    gelu = np.array(F.gelu(xm)).astype(np.float64)
+    gelu = np.array(FM.gelu(xm)).astype(np.float64)
     assert np.abs(gelu - torch.nn.functional.gelu(xt).numpy()).max() < 2e-6
-    mish = np.array(F.mish(xm)).astype(np.float64)
+    mish = np.array(FM.mish(xm)).astype(np.float64)
     ref = torch.nn.functional.mish(xt).numpy()
     assert np.all(np.abs(mish - ref) <= 4e-7 * np.maximum(1.0, np.abs(ref)))
     ex = xs[np.abs(xs) < 80]
-    e = np.array(F.fast_exp(mx.array(ex))).astype(np.float64)
+    e = np.array(FM.fast_exp(mx.array(ex))).astype(np.float64)
     assert np.max(np.abs(e - np.exp(ex.astype(np.float64))) / np.exp(ex.astype(np.float64))) < 2e-7
-    assert float(F.fast_exp(mx.array([-1e10], mx.float32))[0]) == 0.0
+    assert float(FM.fast_exp(mx.array([-1e10], mx.float32))[0]) == 0.0
     s = np.random.default_rng(0).standard_normal((2, 8, 37, 37)).astype(np.float32) * 8
     s[..., 5] = -1e10  # masked key
-    sm = np.array(F.softmax(mx.array(s))).astype(np.float64)
+    sm = np.array(FM.softmax(mx.array(s))).astype(np.float64)
     assert np.abs(sm - torch.softmax(torch.from_numpy(s).double(), -1).numpy()).max() < 1e-6
 
 

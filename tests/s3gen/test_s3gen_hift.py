@@ -1,9 +1,9 @@
 """HiFT vocoder: MLX port vs chatterbox 0.1.7's HiFTGenerator (seeded random weights, weight-norm
-parametrized as in the checkpoint), loaded strictly through HIFT_RULES."""
+parametrized as in the checkpoint), loaded strictly through hift_rules."""
 import numpy as np
 import pytest
 
-from ports.s3gen.parity import hift_parity, original_hift, phase_drift, state_dict_numpy
+from ports_parity.s3gen.parity import hift_parity, original_hift, phase_drift, state_dict_numpy
 
 
 @pytest.fixture(scope="module")

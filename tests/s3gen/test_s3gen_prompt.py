@@ -15,7 +15,7 @@ import torch
 from ports.common.audio import (EmptyAudioError, NonFiniteAudioError, UnsupportedAudioError,
                                 sinc_resample)
 from ports.common.convert import ConversionError
-from ports.common.parity import ParityReport
+from ports_parity.common.parity import ParityReport
 from ports.common.samples import espeak
 
 from ports.common.blas import import_mlx  # noqa: E402  (optimized BLAS before mlx)
@@ -24,7 +24,9 @@ mx = import_mlx()
 
 from ports.s3gen import campplus as C  # noqa: E402
 from ports.s3gen import mel as M  # noqa: E402
+from ports.s3gen import prompt as P  # noqa: E402
 from ports.s3gen import tokenizer as T  # noqa: E402
+from ports.s3gen.config import TokenizerConfig  # noqa: E402
 
 
 def _speech(sr, seconds):
@@ -254,7 +256,7 @@ def test_long_audio_sliding_window_matches_s3tokenizer():
     torch.manual_seed(3)
     cfg = ModelConfig(n_audio_state=128, n_audio_head=2, n_audio_layer=2)
     ref = S3TokenizerV2("speech_tokenizer_v2_25hz", cfg).eval()
-    port = T.S3TokenizerV2(n_state=128, n_head=2, n_layer=2)
+    port = T.S3TokenizerV2(TokenizerConfig(n_state=128, n_head=2, n_layer=2))
     T.load_tokenizer_state_dict(port, {"tokenizer." + k: v.numpy()
                                        for k, v in ref.state_dict().items()})
     rng = np.random.default_rng(0)
@@ -337,8 +339,8 @@ def test_rules_are_strict(tokenizer_pair, campplus_pair):
 def test_prompt_audio_conversions_and_errors(wav16, campplus_pair, tokenizer_pair):
     w = wav16["1s"]
     # (1, N) and stereo (2, N) -> mono mean
-    np.testing.assert_array_equal(M.as_mono(w[None]), w)
-    np.testing.assert_allclose(M.as_mono(np.stack([w, 0.5 * w])), 0.75 * w, atol=1e-7)
+    np.testing.assert_array_equal(P.as_mono(w[None]), w)
+    np.testing.assert_allclose(P.as_mono(np.stack([w, 0.5 * w])), 0.75 * w, atol=1e-7)
     # another rate is resampled (polyphase): same number of mel frames as the native prompt
     from ports.common.audio import resample
 

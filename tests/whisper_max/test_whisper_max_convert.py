@@ -9,6 +9,7 @@ import torch
 from ports.common.convert import ConversionError
 from ports.whisper_max import convert as C
 from ports.whisper_max.config import WhisperDims, whisper_shapes
+from ports_parity.real_weights import whisper_tiny_en
 
 SMALL = WhisperDims(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=4,
                     n_audio_layer=2, n_vocab=51865, n_text_ctx=448, n_text_state=64,
@@ -132,9 +133,8 @@ def test_ct2_converted_from_hf_matches(hf_folder, tmp_path):
 
 
 def test_real_ct2_tiny_en_maps_all_167_tensors():
-    from ports.whisper_max.pipeline import resolve_source
 
-    dims, sd = C.load_any(resolve_source("tiny.en"))
+    dims, sd = C.load_any(whisper_tiny_en())
     assert len(sd) == 167 and set(sd) == set(whisper_shapes(dims))
     import whisper
 
@@ -144,9 +144,8 @@ def test_real_ct2_tiny_en_maps_all_167_tensors():
 
 
 def test_ct2_truncated_or_foreign_files_fail_clearly(tmp_path):
-    from ports.whisper_max.pipeline import resolve_source
 
-    raw = (resolve_source("tiny.en") / "model.bin").read_bytes()
+    raw = (whisper_tiny_en() / "model.bin").read_bytes()
     d = tmp_path / "trunc"
     d.mkdir()
     (d / "model.bin").write_bytes(raw[: len(raw) // 2])
@@ -171,34 +170,16 @@ def test_unknown_sources_fail_clearly(tmp_path):
 def test_repo_ids_resolve_through_the_hf_cache(tmp_path, monkeypatch, hf_folder):
     """A CTranslate2 repo (faster-whisper style) and an HF transformers repo, from a local
     huggingface_hub cache layout (offline)."""
-    import hashlib
-    import os
-
-    import huggingface_hub.constants as k
-
     from ports.whisper_max.pipeline import resolve_source
+    from ports_parity.hf_cache import add_repo, use_offline
 
     cache = tmp_path / "hub"
-    monkeypatch.setattr(k, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(k, "HF_HUB_OFFLINE", True)
-
-    def make(repo, files):
-        base = cache / ("models--" + repo.replace("/", "--"))
-        snap = base / "snapshots" / ("c" * 40)
-        (base / "blobs").mkdir(parents=True)
-        snap.mkdir(parents=True)
-        for name, path in files.items():
-            data = path.read_bytes()
-            blob = base / "blobs" / hashlib.sha256(data).hexdigest()
-            blob.write_bytes(data)
-            (snap / name).symlink_to(os.path.relpath(blob, snap))
-        (base / "refs").mkdir()
-        (base / "refs" / "main").write_text("c" * 40)
-
-    ct2 = resolve_source("tiny.en")
-    make("someone/faster-whisper-tiny.en", {f: ct2 / f for f in ("model.bin", "config.json")})
+    use_offline(cache, monkeypatch)
+    ct2 = whisper_tiny_en()
+    add_repo(cache, "someone/faster-whisper-tiny.en", {f: ct2 / f for f in ("model.bin", "config.json")})
     folder, _ = hf_folder
-    make("someone/whisper-small-test", {f: folder / f for f in ("model.safetensors", "config.json")})
+    add_repo(cache, "someone/whisper-small-test",
+             {f: folder / f for f in ("model.safetensors", "config.json")})
     dims, sd = C.load_any(resolve_source("someone/faster-whisper-tiny.en"))
     assert dims.n_vocab == 51864 and len(sd) == 167
     dims, sd = C.load_any(resolve_source("someone/whisper-small-test"))

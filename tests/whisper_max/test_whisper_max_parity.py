@@ -5,10 +5,10 @@ cold compile is minutes on 2 cores, warm ~10 s from ~/.cache/modular)."""
 import numpy as np
 import pytest
 
-from ports.common.parity import ParityReport
+from ports_parity.common.parity import ParityReport
 from ports.whisper_max import model as M
 from ports.whisper_max.config import dims_for
-from ports.whisper_max.parity import (LAYER_TOL, compare_stages, random_encoder, random_mel,
+from ports_parity.whisper_max.parity import (LAYER_TOL, compare_stages, random_encoder, random_mel,
                                       torch_stages)
 
 

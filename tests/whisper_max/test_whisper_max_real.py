@@ -8,8 +8,9 @@ import torch
 
 from ports.common.samples import espeak
 from ports.whisper_max.convert import load_any
-from ports.whisper_max.parity import openai_float64_features
-from ports.whisper_max.pipeline import WhisperMax, resolve_source
+from ports_parity.whisper_max.parity import openai_float64_features
+from ports.whisper_max.pipeline import WhisperMax
+from ports_parity.real_weights import whisper_tiny_en
 
 SENTENCES = ["The quick brown fox jumps over the lazy dog.",
              "Machine learning models run on many different devices.",
@@ -18,7 +19,7 @@ SENTENCES = ["The quick brown fox jumps over the lazy dog.",
 
 @pytest.fixture(scope="module")
 def port():
-    return WhisperMax.from_pretrained("tiny.en")
+    return WhisperMax.from_pretrained(whisper_tiny_en())
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def original(port):
     """openai-whisper's Whisper with the same converted weights (its own encoder)."""
     import whisper
 
-    _, sd = load_any(resolve_source("tiny.en"))
+    _, sd = load_any(whisper_tiny_en())
     m = whisper.model.Whisper(port.dims.to_openai())
     m.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
     return m.eval()
@@ -63,7 +64,7 @@ def test_faster_whisper_fp32_second_reference(port, speech):
     import ctranslate2
     from faster_whisper import WhisperModel
 
-    fw = WhisperModel(str(resolve_source("tiny.en")), device="cpu", compute_type="float32",
+    fw = WhisperModel(str(whisper_tiny_en()), device="cpu", compute_type="float32",
                       cpu_threads=2)
     mel = port.log_mel(speech)
     ref = np.array(fw.model.encode(ctranslate2.StorageView.from_array(mel[None]),

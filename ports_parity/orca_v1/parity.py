@@ -13,15 +13,19 @@ GOLDEN_FILES = ("hydro48k_stereo_60s", "tone20k_mono_10s", "short48k_2p5s",
 
 
 def golden_dir() -> Path:
+    """``shared/orca_golden`` beside the checkout (or ``$ORCA_GOLDEN_DIR``); an error naming
+    where it looked when it is not there."""
     env = os.environ.get("ORCA_GOLDEN_DIR")
     if env:
         return Path(env)
-    here = Path(__file__).resolve()
-    for base in (here.parents[2], Path.cwd()):
+    tried = []
+    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
         for cand in (base.parent / "shared" / "orca_golden", base / "shared" / "orca_golden"):
             if cand.is_dir():
                 return cand
-    return Path("/work/shared/orca_golden")
+            tried.append(str(cand))
+    raise FileNotFoundError("orca golden data not found (looked in " + ", ".join(tried)
+                            + "); set ORCA_GOLDEN_DIR to the orca_golden folder")
 
 
 def load_golden(name: str) -> tuple[dict, dict]:
@@ -55,9 +59,9 @@ def torchaudio_reference_mels(pcm20k_int16: np.ndarray) -> np.ndarray:
 
 
 def run(quick: bool = False):
-    from ports.common.parity import ParityReport
+    from ports_parity.common.parity import ParityReport
 
-    from . import frontend as F
+    from ports.orca_v1 import frontend as F
 
     rep = ParityReport("orca_v1", golden=str(golden_dir()))
     names = GOLDEN_FILES[1:] if quick else GOLDEN_FILES
@@ -101,8 +105,8 @@ def run(quick: bool = False):
                   and np.array_equal(padded[:, :, :mel.shape[-1]], mel)))
     rep.info["golden_bit_exact_reproducible_on_host"] = host_exact
 
-    from .config import DetectConfig
-    from .detect import aggregate
+    from ports.orca_v1.config import DetectConfig
+    from ports.orca_v1.decisions import aggregate
 
     up = next((golden_dir() / "upstream").glob("*_file_preds_reference.json"))
     ref = json.loads(up.read_text())

@@ -1,6 +1,6 @@
 """Benchmark cases for the S3Gen flow: MLX port vs chatterbox's own flow, same random weights.
 
-`bench_flow_cases()` returns `ports.common.bench.Case`s for `run_cases`; the integration's
+`bench_flow_cases()` returns `ports_parity.common.bench.Case`s for `run_cases`; the integration's
 `bench.py` includes them. Needs torch + chatterbox (the original) installed.
 """
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 from unittest import mock
 
 import numpy as np
+
+from ports.s3gen.config import SPEECH_VOCAB_SIZE
 
 TOKEN_S = 0.04  # 25 Hz speech tokens
 
@@ -27,7 +29,7 @@ def build_original_flow(meanflow: bool = False, seed: int = 0):
 
 def port_from_original(flow_t, meanflow: bool = False):
     """The MLX flow loaded from the original's state dict through FLOW_RULES (strict)."""
-    from .flow import CausalMaskedDiffWithXvec, load_flow_state_dict
+    from ports.s3gen.flow import CausalMaskedDiffWithXvec, load_flow_state_dict
 
     port = CausalMaskedDiffWithXvec(meanflow=meanflow)
     load_flow_state_dict(port, {"flow." + k: v.detach().numpy() for k, v in flow_t.state_dict().items()})
@@ -36,8 +38,8 @@ def port_from_original(flow_t, meanflow: bool = False):
 
 def flow_inputs(n_tok: int, n_prompt: int, seed: int = 0):
     rng = np.random.default_rng(seed)
-    tok = rng.integers(0, 6561, (1, n_tok))
-    ptok = rng.integers(0, 6561, (1, n_prompt))
+    tok = rng.integers(0, SPEECH_VOCAB_SIZE, (1, n_tok))
+    ptok = rng.integers(0, SPEECH_VOCAB_SIZE, (1, n_prompt))
     pfeat = (rng.standard_normal((1, 2 * n_prompt, 80)) * 2.0 - 5.0).astype(np.float32)
     xvec = rng.standard_normal((1, 192)).astype(np.float32)
     return tok, ptok, pfeat, xvec
@@ -49,7 +51,7 @@ def bench_flow_cases(quick: bool = False, n_tok: int = 100, prompt_s: float = 3.
     import torch
     import mlx.core as mx
 
-    from ports.common.bench import Case
+    from ports_parity.common.bench import Case
 
     flow_t = build_original_flow(meanflow, seed=0)
     port = port_from_original(flow_t, meanflow)

@@ -52,7 +52,7 @@ class ReferenceLoop:
         import torch
         from scipy.signal import resample_poly
 
-        from .frontend import stage_c_pad, window_bounds
+        from ports.orca_v1.frontend import stage_c_pad, window_bounds
 
         from pydub import AudioSegment  # the original's Stage A tool (pydub 0.24.1)
 
@@ -94,12 +94,12 @@ def run(quick: bool = False, threads: int | None = None):
 
     import torch
 
-    from ports.common.bench import Case, run_cases
+    from ports_parity.common.bench import Case, run_cases
     from ports.common.hub import cache_dir
 
-    from .frontend import file_features
-    from .model import OrcaResNet50, random_init_
-    from .pipeline import OrcaDetector
+    from ports.orca_v1.frontend import file_features
+    from ports.orca_v1.model import OrcaResNet50, random_init_
+    from ports.orca_v1.pipeline import OrcaDetector
 
     if threads:
         torch.set_num_threads(threads)
@@ -136,13 +136,7 @@ def run(quick: bool = False, threads: int | None = None):
         p = audio(3600.0)
         cases.append(Case("end-to-end 1h (port only)", lambda p=p: det.detect_file(p),
                           repeats=1, warmup=0, meta={"audio_s": 3600.0}))
-    report = run_cases("orca_v1", cases)
-    for r in report.cases:
-        a = r.get("audio_s")
-        if a:
-            r["port_rtf"] = r["port_s"] / a
-            if r.get("original_s"):
-                r["original_rtf"] = r["original_s"] / a
+    report = run_cases("orca_v1", cases)  # rows carry audio_s, so rtf / original_rtf
     report.machine["parity_checks"] = checks
     report.machine["torch_threads"] = torch.get_num_threads()
     return report

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ports.common.bench import Case, run_cases
+from ports_parity.common.bench import Case, run_cases
 
 SR = 24000
 
@@ -15,14 +15,15 @@ def run(quick: bool = False):
 
     from ports.common.blas import import_mlx, loaded
 
-    from .parity import original_s3gen, port_s3gen_from, prompt_audio_sample
+    from ports.s3gen.config import SPEECH_VOCAB_SIZE
+    from ports_parity.s3gen.parity import original_s3gen, port_s3gen_from, prompt_audio_sample
 
     mx = import_mlx()
     orig = original_s3gen(0)
     port = port_s3gen_from(orig)
     n_tok = 50 if quick else 100
     prompt_s = 1.0 if quick else 3.0
-    tokens = np.random.default_rng(0).integers(0, 6561, (1, n_tok))
+    tokens = np.random.default_rng(0).integers(0, SPEECH_VOCAB_SIZE, (1, n_tok))
     tok_t = torch.from_numpy(tokens)
     w24 = prompt_audio_sample(prompt_s, SR)
     with torch.no_grad():
@@ -67,9 +68,9 @@ def run(quick: bool = False):
         cases.append(Case(f"vocoder {secs} s", pv, ov, meta={"audio_s": float(secs)}, **reps))
 
     def pe():
-        from .pipeline import vocode
+        from ports.s3gen.pipeline import vocode
 
-        vocode(port, tokens, w24, SR, seed=0)
+        vocode(tokens, w24, SR, model=port, seed=0)
 
     def oe():
         with torch.inference_mode():
@@ -77,10 +78,7 @@ def run(quick: bool = False):
 
     cases.append(Case(f"end to end {n_tok} tok + {prompt_s:g} s prompt", pe, oe,
                       meta={"audio_s": tok_s}, **reps))
-    rep = run_cases("s3gen", cases)
-    for row in rep.cases:
-        row["rtf"] = row["port_s"] / row["audio_s"]
-        row["original_rtf"] = row["original_s"] / row["audio_s"] if row.get("original_s") else None
+    rep = run_cases("s3gen", cases)  # rows carry audio_s, so rtf / original_rtf
     rep.machine["blas"] = loaded()
     rep.machine["torch_threads"] = torch.get_num_threads()
     return rep

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ports.common.parity import ParityReport
+from ports_parity.common.parity import ParityReport
 
-from .config import N_FRAMES, WhisperDims, dims_for
+from ports.whisper_max.config import N_FRAMES, WhisperDims, dims_for
 
 # fp32 layer tolerance: max abs error relative to the layer's own scale (issue 4).
 LAYER_TOL = 1e-4
@@ -71,7 +71,7 @@ def compare_stages(report: ParityReport, prefix: str, port_encoder, ref: dict, m
 
 def random_weight_report(name: str = "tiny", report: ParityReport | None = None,
                          seed: int = 0) -> ParityReport:
-    from .model import MaxAudioEncoder
+    from ports.whisper_max.model import MaxAudioEncoder
 
     dims = dims_for(name)
     report = report or ParityReport("whisper_max")
@@ -87,10 +87,10 @@ def openai_reference(port):
     import torch
     import whisper
 
-    from .convert import load_any
-    from .pipeline import resolve_source
+    from ports.whisper_max.convert import load_any
+    from ports_parity.real_weights import whisper_tiny_en
 
-    _, sd = load_any(resolve_source(port.name or "tiny.en"))
+    _, sd = load_any(whisper_tiny_en())
     m = whisper.model.Whisper(port.dims.to_openai())
     m.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
     return m.eval()
@@ -127,10 +127,11 @@ def real_report(wav=None, report: ParityReport | None = None, return_result: boo
 
     from ports.common.samples import espeak
 
-    from .pipeline import WhisperMax, resolve_source
+    from ports.whisper_max.pipeline import WhisperMax
+    from ports_parity.real_weights import whisper_tiny_en
 
     report = report or ParityReport("whisper_max")
-    port = WhisperMax.from_pretrained("tiny.en")
+    port = WhisperMax.from_pretrained(whisper_tiny_en())
     ref = openai_reference(port)
     if wav is None:
         wav = espeak("The quick brown fox jumps over the lazy dog. "
@@ -163,7 +164,7 @@ def real_report(wav=None, report: ParityReport | None = None, return_result: boo
         import ctranslate2
         from faster_whisper import WhisperModel
 
-        fw = WhisperModel(str(resolve_source("tiny.en")), device="cpu", compute_type="float32")
+        fw = WhisperModel(str(whisper_tiny_en()), device="cpu", compute_type="float32")
         fw_feats = np.array(fw.model.encode(ctranslate2.StorageView.from_array(mel[None]),
                                             to_cpu=True))[0]
         report.compare("tiny.en features vs faster-whisper fp32", feats, fw_feats, max_abs=1e-3)

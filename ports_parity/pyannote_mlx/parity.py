@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ports.common.parity import ParityReport
+from ports_parity.common.parity import ParityReport
 
 PORT = "pyannote_mlx"
 SR = 16000
@@ -263,7 +263,7 @@ def compare_inference(report: ParityReport, port_inf, orig_model, wav: np.ndarra
         "max_count": int(count_ref.data.max()), "speech_fraction": float(vad_ref.data.mean())}
 
 
-def test_audio(seconds: float = 64.3, seed: int = 0) -> np.ndarray:
+def conversation_audio(seconds: float = 64.3, seed: int = 0) -> np.ndarray:
     """Two espeak-ng voices alternating/overlapping with noise and silences; 64.3 s needs the
     padded last chunk ((64.3 - 10) % 1 != 0)."""
     from ports.common.samples import conversation
@@ -295,7 +295,7 @@ def fixture(seconds: float = 64.3, seed: int = 0, workdir: str | Path | None = N
     import shutil
     import tempfile
 
-    from .pipeline import load_model
+    from ports.pyannote_mlx.pipeline import load_model
 
     if workdir is None:
         wd = Path(tempfile.mkdtemp(prefix="pyannote_mlx-"))
@@ -303,7 +303,7 @@ def fixture(seconds: float = 64.3, seed: int = 0, workdir: str | Path | None = N
     else:
         wd = Path(workdir)
         wd.mkdir(parents=True, exist_ok=True)
-    wav = test_audio(seconds, seed)
+    wav = conversation_audio(seconds, seed)
     rng = np.random.default_rng(seed + 1)
     n = round(10.0 * SR)
     chunks = np.stack([wav[:n], wav[n:2 * n] if wav.size >= 2 * n else wav[-n:],
@@ -325,7 +325,7 @@ def edge_lengths(wav: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def run(quick: bool = False, workdir: str | Path | None = None) -> ParityReport:
-    from .inference import SegmentationInference
+    from ports.pyannote_mlx.inference import SegmentationInference
 
     fx = fixture(21.5 if quick else 64.3, workdir=workdir)
     report = ParityReport(PORT, checkpoint=str(fx.checkpoint))

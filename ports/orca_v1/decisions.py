@@ -17,9 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .config import DetectConfig
+from .config import AGGREGATIONS, DetectConfig
 
-AGGREGATIONS = ("production", "fastai_unsmoothed", "mean_thresholded", "mean_top_k")
 
 
 def pandas_rolling2_mean(x: np.ndarray) -> np.ndarray:

@@ -14,9 +14,9 @@ import sys
 
 import numpy as np
 
-from ports.common.bench import BenchReport, Case, run_cases
+from ports_parity.common.bench import BenchReport, Case, run_cases
 
-from . import parity
+from ports_parity.pyannote_mlx import parity
 
 SR = 16000
 
@@ -25,10 +25,10 @@ def _port_only_rss(checkpoint: str, seconds: float) -> dict:
     """Run the port alone on a tiled conversation in a fresh process; its peak RSS and time."""
     code = f"""
 import json, resource, time, numpy as np
-from ports.pyannote_mlx import parity
+from ports_parity.pyannote_mlx import parity
 from ports.pyannote_mlx.pipeline import from_pretrained
 inf = from_pretrained({checkpoint!r}, cache=False)
-wav = parity.test_audio(64.3)
+wav = parity.conversation_audio(64.3)
 wav = np.resize(wav, int({seconds} * 16000))
 t = time.perf_counter()
 seg = inf(wav)
@@ -47,7 +47,7 @@ def run(quick: bool = False) -> BenchReport:
 
     from ports.common.blas import import_mlx
 
-    from .inference import SegmentationInference
+    from ports.pyannote_mlx.inference import SegmentationInference
 
     mx = import_mlx()
     fx = parity.fixture(64.3)
