@@ -21,7 +21,8 @@ from .config import (CONV_CHANNELS, CONV_KERNEL, SINC_FILTERS, SINC_KERNEL, SINC
                      SINC_MIN_LOW_HZ, SegmentationConfig)
 
 FORMAT = "pyannote_mlx"
-FORMAT_VERSION = "1"
+# 2: the LSTM g-gate rows (weight_ih, weight_hh, bias) are pre-scaled by 2 (see model.BiLSTM).
+FORMAT_VERSION = "2"
 # Classes that may appear in a checkpoint's pickle, loaded as inert stubs: pyannote's
 # Specifications/Problem/Resolution, Lightning containers, and torch.__version__ (a TorchVersion
 # str subclass that pyannote 2.x/3.x wrote into its "versions" entry).
@@ -59,6 +60,15 @@ def sinc_filters(low_hz_: np.ndarray, band_hz_: np.ndarray, n_: np.ndarray, wind
         raise ConversionError(mismatched=[("sincnet.conv1d.0.filters", filt.shape,
                                            (SINC_FILTERS, SINC_KERNEL))])
     return filt[:, None, :]
+
+
+def scale_g_rows(a: np.ndarray) -> np.ndarray:
+    """LSTM (4H, ...) parameter with its g-gate rows (third quarter, torch order i, f, g, o)
+    multiplied by 2: ``tanh(x) = 2 sigmoid(2x) - 1`` lets one sigmoid give all four gates."""
+    a = np.array(a, dtype=np.float32, copy=True)
+    h = a.shape[0] // 4
+    a[2 * h:3 * h] *= np.float32(2)  # exact: a power-of-two scale
+    return a
 
 
 def expected_shapes(cfg: SegmentationConfig) -> dict[str, tuple[int, ...]]:
@@ -104,10 +114,10 @@ def key_map(cfg: SegmentationConfig) -> KeyMap:
         # torch Conv1d (out, in, k) -> MLX (out, k, in)
         Rule(r"sincnet\.conv1d\.([12])\.weight", fn=lambda a: transpose(0, 2, 1)(f32(a))),
         Rule(r"sincnet\.conv1d\.([12])\.bias", fn=f32),
-        Rule(r"lstm\.weight_(ih|hh)_l(\d+)(_reverse)?", fn=f32),
+        Rule(r"lstm\.weight_(ih|hh)_l(\d+)(_reverse)?", fn=scale_g_rows),
         Combine(r"lstm\.bias_ih_l(\d+)(_reverse)?",
                 [r"lstm.bias_ih_l\1\2", r"lstm.bias_hh_l\1\2"], r"lstm.bias_l\1\2",
-                lambda a, b: add(f32(a), f32(b))),
+                lambda a, b: scale_g_rows(add(f32(a), f32(b)))),
         Rule(r"(linear\.\d+|classifier)\.(weight|bias)", fn=f32),
     ], what="pyannote segmentation checkpoint")
 
@@ -156,11 +166,27 @@ def convert_state_dict(sd: Mapping[str, np.ndarray], cfg: SegmentationConfig) ->
     return key_map(cfg).apply(sd, expected=expected_shapes(cfg))
 
 
+def _format_version(path: str | Path) -> str | None:
+    """``format_version`` from a safetensors header (without reading the tensors)."""
+    import struct
+
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        return (json.loads(fh.read(n)).get("__metadata__") or {}).get("format_version")
+
+
 def load_weights(path: str | Path) -> tuple[dict[str, np.ndarray], SegmentationConfig]:
     """MLX-layout weights and config from any supported file, strictly checked."""
     tensors, cfg, converted = read_checkpoint(path)
     if converted:
         check_keys(tensors, expected_shapes(cfg), what=f"{path}")
+        version = _format_version(path)
+        if version == "1":  # written before the g-gate pre-scaling: upgrade in memory
+            tensors = {k: scale_g_rows(v) if k.startswith("lstm.") else v
+                       for k, v in tensors.items()}
+        elif version != FORMAT_VERSION:
+            raise ValueError(f"{path}: pyannote_mlx format_version {version!r}, this version "
+                             f"reads 1 and {FORMAT_VERSION}; convert the checkpoint again")
         return tensors, cfg
     return convert_state_dict(tensors, cfg), cfg
 

@@ -6,12 +6,14 @@ names mirror the original's state dict (see ``convert.py`` for the few differenc
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from ports.common.blas import import_mlx
 
 mx = import_mlx()  # the optimized BLAS must be global before MLX loads
 import mlx.nn as nn  # noqa: E402
 
-from ports.common import mlx_ops  # noqa: E402
+from ports.common import mlx_layers, mlx_ops  # noqa: E402
 
 from .config import (CONV_CHANNELS, CONV_KERNEL, POOL, SINC_FILTERS, SINC_KERNEL,
                      SegmentationConfig)
@@ -25,11 +27,79 @@ def leaky_relu(x):
     return mx.maximum(x, SLOPE * x)
 
 
+def _leaky_relu_arith(z):
+    """``leaky_relu`` without Maximum (whose NaN branch stops g++ vectorising a fused loop):
+    exact for z >= 0 (|z| - z = 0); for z < 0, z + 0.495 * (-2z) = 0.01 z up to one rounding
+    of z (~6e-8 |z|)."""
+    return z + (0.5 * (1.0 - SLOPE)) * (mx.abs(z) - z)
+
+
 def max_pool3(x):
     """MaxPool1d(3, stride=3) over T of (B, T, C); floor mode drops the tail like torch."""
     b, t, c = x.shape
     n = t // POOL
     return x[:, : n * POOL].reshape(b, n, POOL, c).max(axis=2)
+
+
+def _pool3_views(x):
+    n = x.shape[1] // POOL
+    return [x[:, j:n * POOL:POOL] for j in range(POOL)]
+
+
+@mx.compile
+def _abs_max3(a, b, c):
+    return mx.maximum(mx.maximum(mx.abs(a), mx.abs(b)), mx.abs(c))
+
+
+@mx.compile
+def _max3(a, b, c):
+    return mx.maximum(mx.maximum(a, b), c)
+
+
+@mx.compile
+def _centered_square(x, m):
+    d = x - m
+    return d * d
+
+
+@mx.compile
+def _affine_leaky_relu(x, scale, shift):
+    return _leaky_relu_arith(x * scale + shift)
+
+
+def _time_block(t: int, block: int = mlx_ops.BLOCK) -> int:
+    """A divisor of ``t`` in [block/2, 2 block] closest to ``block`` (no padding copy), else
+    ``block``; ``t`` itself when it is at most ``block``."""
+    if t <= block:
+        return t
+    divisors = [d for d in range(block // 2, 2 * block + 1) if t % d == 0]
+    return min(divisors, key=lambda d: abs(d - block)) if divisors else block
+
+
+def _sum_time(x):
+    """Blocked two-level sum over T of channels-last (B, T, C) -> (B, 1, C), no transposes
+    (MLX's sequential float32 sum drifts over thousands of frames)."""
+    b, t, c = x.shape
+    block = _time_block(t)
+    nb = -(-t // block)
+    if nb * block != t:
+        x = mx.pad(x, [(0, 0), (0, nb * block - t), (0, 0)])
+    return x.reshape(b, nb, block, c).sum(axis=2).sum(axis=1, keepdims=True)
+
+
+def pool_norm_leaky_relu(x, weight, bias, take_abs: bool = False):
+    """``leaky_relu(InstanceNorm1d(MaxPool1d(3)(|x| or x)))`` on channels-last (B, T, C).
+
+    Pooling (with the abs) is one fused pass over three strided views; the statistics are
+    blocked sums over T (two-pass variance, as ``mlx_ops.var``); normalise, affine and
+    leaky_relu are one fused pass with the per-(B, C) scale and shift folded.
+    """
+    x = (_abs_max3 if take_abs else _max3)(*_pool3_views(x))
+    t = x.shape[1]
+    mean = _sum_time(x) / t
+    var = _sum_time(_centered_square(x, mean)) / t
+    scale = weight * mx.rsqrt(var + EPS)
+    return _affine_leaky_relu(x, scale, bias - mean * scale)
 
 
 class InstanceNorm(nn.Module):
@@ -85,13 +155,12 @@ class SincNet(nn.Module):
         """Yield (name, activation) after each stage; activations are channels-last."""
         x = self.wav_norm1d(waveforms, channels_last=False)  # (B, 1, N)
         yield "wav_norm", x
-        x = x.transpose(0, 2, 1)  # (B, N, 1)
+        x = x.reshape(x.shape[0], -1, 1)  # (B, N, 1): one channel, no transpose
         for c, (conv, norm) in enumerate(zip(self.conv1d, self.norm1d)):
             x = conv(x)
             if c == 0:
                 yield "sinc_conv", x
-                x = mx.abs(x)
-            x = leaky_relu(norm(max_pool3(x)))
+            x = pool_norm_leaky_relu(x, norm.weight, norm.bias, take_abs=c == 0)
             yield f"sincnet_block{c}", x
 
     def __call__(self, waveforms):
@@ -101,12 +170,25 @@ class SincNet(nn.Module):
 
 
 class BiLSTM(nn.Module):
-    """``nn.LSTM(batch_first=True, bidirectional=True)`` with torch's parameter layout.
+    """``nn.LSTM(batch_first=True, bidirectional=True)`` with torch's parameter names and shapes.
 
-    Gates i, f, g, o as torch. ``bias_l{k}`` is torch's ``bias_ih + bias_hh``. The input
-    projection of every step is one matmul per layer; the recurrence runs both directions as one
-    batched matmul per step (the backward direction on the time-reversed sequence).
+    Gates i, f, g, o as torch. ``bias_l{k}`` is torch's ``bias_ih + bias_hh``, and the g-gate rows
+    of ``weight_ih``/``weight_hh``/``bias`` are pre-scaled by 2 at conversion, so that one sigmoid
+    over all 4H gate rows gives the four gates (tanh(x) = 2 sigmoid(2x) - 1).
+
+    Layout: time-major, feature-major, batch-minor ``(T, C, B)``. The input projection of every
+    step and both directions is one matmul per layer; each step is then ``W_hh @ h + xp[t]`` on a
+    contiguous ``(4H, B)`` block, whose gate slices are contiguous row blocks, so the fused
+    elementwise kernel of ``mx.compile`` takes its contiguous (vectorised) path.
     """
+
+    # Fused-step kinds: "jit" (mx.compile, arithmetic sigmoid/tanh on CPU, MLX's on GPU) or
+    # "eager" (one mx.sigmoid + mx.tanh per step). None: "jit" when MLX can compile here.
+    step_kind: str | None = None
+    # Run the two directions on two CPU streams (threads); both directions are independent.
+    direction_streams: bool = True
+    # async_eval every so many steps: the streams start while Python still builds the graph.
+    async_every: int = 32
 
     def __init__(self, input_size: int, hidden: int, num_layers: int, bidirectional: bool = True):
         super().__init__()
@@ -120,42 +202,88 @@ class BiLSTM(nn.Module):
                 setattr(self, f"weight_ih_l{k}{sfx}", mx.zeros((4 * hidden, n_in)))
                 setattr(self, f"weight_hh_l{k}{sfx}", mx.zeros((4 * hidden, hidden)))
                 setattr(self, f"bias_l{k}{sfx}", mx.zeros((4 * hidden,)))
-        self._step = mx.compile(_lstm_step)
+
+    def _kind(self) -> str:
+        kind = self.step_kind or ("jit" if (mlx_layers.on_gpu() or mlx_layers.cpu_jit_available())
+                                  else "eager")
+        return kind
+
+    def _direction_streams(self):
+        global _cpu_streams
+        if not self.direction_streams or mlx_layers.on_gpu():
+            return None, None
+        if _cpu_streams is None:
+            _cpu_streams = (mx.new_stream(mx.cpu), mx.new_stream(mx.cpu))
+        return _cpu_streams
 
     def layer(self, x, k: int):
-        """One bidirectional layer: (B, T, In) -> (B, T, 2H) = [forward, backward]."""
-        b, t, _ = x.shape
-        h_size = self.hidden
+        """One bidirectional layer: (T, In, B) -> (T, 2H, B) = [forward; backward]."""
+        t_len, _, b = x.shape
+        n = self.hidden
         p = self.parameters()
-        w_ih = mx.stack([p[f"weight_ih_l{k}"], p[f"weight_ih_l{k}_reverse"]])  # (2, 4H, In)
-        bias = mx.stack([p[f"bias_l{k}"], p[f"bias_l{k}_reverse"]])  # (2, 4H)
-        w_hh_t = mx.stack([p[f"weight_hh_l{k}"], p[f"weight_hh_l{k}_reverse"]]).transpose(0, 2, 1)
-        xr = mx.stack([x, x[:, ::-1]])  # (2, B, T, In), backward direction time-reversed
-        xp = xr @ w_ih.transpose(0, 2, 1)[:, None] + bias[:, None, None]  # (2, B, T, 4H)
-        xp = xp.transpose(2, 0, 1, 3)  # (T, 2, B, 4H): one contiguous slice per step
-        h = mx.zeros((2, b, h_size), dtype=x.dtype)
-        c = mx.zeros((2, b, h_size), dtype=x.dtype)
-        outs = []
-        for i in range(t):
-            h, c = self._step(xp[i], h, c, w_hh_t)
-            outs.append(h)
-        hs = mx.stack(outs)  # (T, 2, B, H)
-        fwd = hs[:, 0].transpose(1, 0, 2)
-        bwd = hs[::-1, 1].transpose(1, 0, 2)
-        return mx.concatenate([fwd, bwd], axis=-1)
+        w_ih = mx.concatenate([p[f"weight_ih_l{k}"], p[f"weight_ih_l{k}_reverse"]])  # (8H, In)
+        bias = mx.concatenate([p[f"bias_l{k}"], p[f"bias_l{k}_reverse"]])[:, None]
+        xp = mx.addmm(bias, w_ih, x)  # (T, 8H, B)
+        # One Split primitive hands out every step's (4H, B) block: MLX CPU costs ~10 us per
+        # primitive, the per-step budget at small batch.
+        xs = (mx.split(xp[:, :4 * n], t_len, axis=0), mx.split(xp[:, 4 * n:], t_len, axis=0))
+        step = step_fn(self._kind())
+        streams = self._direction_streams()
+        outs = ([None] * t_len, [None] * t_len)
+        state = []
+        for sfx in ("", "_reverse"):
+            zero = mx.zeros((n, b), dtype=x.dtype)
+            state.append([p[f"weight_hh_l{k}{sfx}"], zero, zero])
+        for i in range(t_len):
+            for d in range(2):
+                t = i if d == 0 else t_len - 1 - i
+                w_hh, h, c = state[d]
+                with mx.stream(streams[d]) if streams[d] is not None else nullcontext():
+                    h, c = step(xs[d][t], w_hh, h, c)
+                state[d][1:] = h, c
+                outs[d][t] = h
+            if self.async_every and i % self.async_every == self.async_every - 1:
+                mx.async_eval(state[0][1], state[1][1])
+        # concatenate + reshape: mx.stack would add one reshape primitive per step
+        fwd = mx.concatenate(outs[0], axis=0).reshape(t_len, n, b)
+        bwd = mx.concatenate(outs[1], axis=0).reshape(t_len, n, b)
+        return mx.concatenate([fwd, bwd], axis=1)
 
     def __call__(self, x):
+        """(T, In, B) -> (T, 2H, B)."""
         for k in range(self.num_layers):
             x = self.layer(x, k)
         return x
 
 
-def _lstm_step(xp_t, h, c, w_hh_t):
-    gates = xp_t + h @ w_hh_t  # (2, B, 4H)
-    i, f, g, o = mx.split(gates, 4, axis=-1)
-    c = mx.sigmoid(f) * c + mx.sigmoid(i) * mx.tanh(g)
-    h = mx.sigmoid(o) * mx.tanh(c)
-    return h, c
+def _step_math(sigmoid, tanh, xp_t, w_hh, h, c):
+    """xp_t (1, 4H, B) input projection with pre-scaled g rows -> new (h, c), each (H, B)."""
+    s = sigmoid(mx.addmm(xp_t[0], w_hh, h))
+    i, f, g2, o = mx.split(s, 4, axis=0)  # one primitive, contiguous row blocks
+    c = f * c + i * (2.0 * g2 - 1.0)
+    return o * tanh(c), c
+
+
+STEP_KINDS = ("jit", "eager")
+_step_cache: dict = {}
+_cpu_streams = None
+
+
+def step_fn(kind: str):
+    """The LSTM step for ``kind``, built on first use (``mx.compile`` is lazy, but keep imports
+    free of MLX work)."""
+    key = (kind, mlx_layers.on_gpu())
+    if key not in _step_cache:
+        if kind == "jit":
+            sigmoid, tanh = mlx_layers.activations(jit=True)
+            fn = mx.compile(lambda xp_t, w_hh, h, c: _step_math(sigmoid, tanh, xp_t, w_hh, h, c))
+        elif kind == "eager":
+            def fn(xp_t, w_hh, h, c):
+                return _step_math(mx.sigmoid, mx.tanh, xp_t, w_hh, h, c)
+        else:
+            raise ValueError(f"unknown LSTM step kind {kind!r} (expected one of {STEP_KINDS})")
+        _step_cache[key] = fn
+    return _step_cache[key]
 
 
 class Linear(nn.Module):
@@ -185,9 +313,11 @@ class PyanNet(nn.Module):
             waveforms = waveforms[:, None]
         for name, x in self.sincnet.stages(waveforms):
             yield name, x
+        x = x.transpose(1, 2, 0)  # (B, T, C) -> (T, C, B), the LSTM's layout
         for k in range(self.lstm.num_layers):
             x = self.lstm.layer(x, k)
-            yield f"lstm{k}", x
+            yield f"lstm{k}", x.transpose(2, 0, 1)
+        x = x.transpose(2, 0, 1)
         for k, lin in enumerate(self.linear):
             x = leaky_relu(lin(x))
             yield f"linear{k}", x
@@ -214,7 +344,7 @@ class PyanNet(nn.Module):
                 mx.eval(part)
                 parts.append(part)
             x = mx.concatenate(parts, axis=0)
-        x = self.lstm(x)
+        x = self.lstm(x.transpose(1, 2, 0)).transpose(2, 0, 1)
         for lin in self.linear:
             x = leaky_relu(lin(x))
         x = self.classifier(x)

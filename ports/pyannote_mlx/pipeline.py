@@ -43,7 +43,7 @@ def resolve(source: str | os.PathLike = DEFAULT_SOURCE, *, revision: str | None 
 
 def from_pretrained(source: str | os.PathLike = DEFAULT_SOURCE, *, revision: str | None = None,
                     token: str | bool | None = None, cache: bool = True,
-                    step: float | None = None, batch_size: int = 32):
+                    step: float | None = None, batch_size: int | None = None):
     """``SegmentationInference`` for ``source``: a Hugging Face repo id (default
     ``pyannote/segmentation-3.0``, gated: pass ``token``), a folder or a checkpoint file
     (``pytorch_model.bin`` or converted safetensors). ``cache``: convert a checkpoint once into
