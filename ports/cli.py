@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     mods = available()
     for mod in mods.values():
         mod.register(sub)
+    from ports.batch.cli import register as register_batch  # light: no framework imports
+
+    register_batch(sub)
 
     p = sub.add_parser("parity", help="compare a port (or all) with its installed original")
     p.add_argument("port", nargs="?", choices=PORTS)
