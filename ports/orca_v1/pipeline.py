@@ -44,15 +44,22 @@ class FileResult:
 
 class OrcaDetector:
     def __init__(self, model, cfg: OrcaConfig | None = None, *, device: str = "cpu",
-                 channels_last: bool = True):
+                 channels_last: bool = True, fold_bn: bool = True):
+        """``fold_bn``: score with an inference copy whose BatchNorms are folded into the
+        convs (fewer passes over the activations; scores within 1e-5 of the plain forward).
+        ``self.model`` stays the loaded module."""
         import torch
+
+        from .model import fold_batchnorm
 
         self.cfg = cfg or OrcaConfig()
         self.device = torch.device(device)
         self.channels_last = channels_last
         self.model = model.eval().to(self.device)
+        self.scoring_model = fold_batchnorm(self.model) if fold_bn else self.model
         if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            # oneDNN's NHWC convolutions: faster than NCHW on x86 CPUs
+            self.scoring_model = self.scoring_model.to(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------ loading
     @classmethod
@@ -104,7 +111,7 @@ class OrcaDetector:
                 x = x.unsqueeze(1).to(self.device)
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                logits = self.model(x).float()
+                logits = self.scoring_model(x).float()
                 p = torch.softmax(logits, dim=1)[:, self.cfg.model.call_class_index]
                 out[i:i + bs] = p.cpu().numpy()
         return out
