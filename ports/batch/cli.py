@@ -23,7 +23,11 @@ def register(sub) -> None:
                    "local one")
     p.add_argument("--workers", type=int, default=None,
                    help="Ray actors (default: cluster CPUs - 1)")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--cpus-per-worker", type=float, default=1.0,
+                   help="Ray CPUs reserved per actor (default 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch/BLAS threads: local process, or per Ray actor (default: "
+                   "--cpus-per-worker). Scores are bit-identical at equal thread counts only")
     p.add_argument("--model", default=None, help="as the single-file command's --model")
     p.add_argument("--resume", action="store_true",
                    help="skip units already done in OUT (after a crash or kill)")
@@ -58,9 +62,16 @@ def cmd_batch(args) -> int:
         from .ray_engine import ray_engine_factory
 
         engine = ray_engine_factory(address=args.ray_address, workers=args.workers,
-                                    cpus_per_worker=args.cpus_per_worker,
+                                    cpus_per_worker=args.cpus_per_worker, threads=args.threads,
                                     task_spec=args.task_class)
     else:
+        if args.threads:
+            try:
+                import torch
+
+                torch.set_num_threads(args.threads)
+            except ImportError:
+                pass
         engine = local_engine
     s = run_job(task, sources, args.out, engine=engine, resume=args.resume)
     rate = f", {s.audio_s / s.seconds:.1f} s audio/s" if s.seconds > 0 and s.audio_s else ""

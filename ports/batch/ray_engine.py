@@ -52,7 +52,8 @@ class UnitWorker:
 
 
 def ray_engine_factory(*, address: str | None = None, workers: int | None = None,
-                       cpus_per_worker: float = 1.0, task_spec: str | None = None,
+                       cpus_per_worker: float = 1.0, threads: int | None = None,
+                       task_spec: str | None = None,
                        progress: bool = True, init_kwargs: dict | None = None):
     """An engine for ``run_job``: ``engine(task, units) -> rows`` as they finish."""
 
@@ -70,8 +71,8 @@ def ray_engine_factory(*, address: str | None = None, workers: int | None = None
         # leave a CPU for Ray Data's own tasks on small hosts (ray#44687)
         n = workers or max(1, int((cpus - 1) // cpus_per_worker) if cpus > 1 else 1)
         n = max(1, min(n, len(units)))
-        threads = max(1, int(cpus_per_worker))
-        env = {v: str(threads) for v in THREAD_VARS}
+        nthreads = threads or max(1, int(cpus_per_worker))
+        env = {v: str(nthreads) for v in THREAD_VARS}
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = progress
         ctx.execution_options.preserve_order = False
@@ -84,7 +85,7 @@ def ray_engine_factory(*, address: str | None = None, workers: int | None = None
             compute=ActorPoolStrategy(size=n),
             num_cpus=cpus_per_worker,
             fn_constructor_kwargs={"task": task_spec or task.name, "model": str(task.model),
-                                   "options": task.options, "threads": threads},
+                                   "options": task.options, "threads": nthreads},
             runtime_env={"env_vars": env},
         )
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
