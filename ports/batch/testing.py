@@ -40,7 +40,15 @@ class SleepTask(Task):
 
     def run(self, unit: dict) -> dict:
         time.sleep(float(self.options.get("sleep_s", 0.2)))
-        return {"pid": os.getpid(), "index": unit["index"]}
+        node = ""
+        try:
+            import ray
+
+            if ray.is_initialized():
+                node = ray.get_runtime_context().get_node_id()
+        except ImportError:
+            pass
+        return {"pid": os.getpid(), "index": unit["index"], "node": node}
 
     def write(self, src, rows, out) -> None:
         import json
