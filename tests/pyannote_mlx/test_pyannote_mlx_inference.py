@@ -22,7 +22,7 @@ def _unfold_reference(x, window, step):
 
 @pytest.mark.parametrize("n", [1, 99, 100, 101, 130, 135, 1000])
 @pytest.mark.parametrize("block", [1, 7, 100, 5000])
-def test_iter_chunks_matches_unfold(n, block):
+def test_iter_windows_matches_unfold(n, block):
     x = np.arange(1, n + 1, dtype=np.float32)
     blocks = [x[i:i + block] for i in range(0, n, block)]
     got = list(iter_windows(blocks, 100, 10))
