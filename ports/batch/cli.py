@@ -58,7 +58,9 @@ def cmd_batch(args) -> int:
         try:
             import ray  # noqa: F401
         except ImportError:
-            raise RuntimeError("--engine ray needs Ray: pip install 'audio-ports[scale]'") from None
+            from ports.common.errors import UserError
+
+            raise UserError("--engine ray needs Ray: pip install 'audio-ports[scale]'") from None
         from .ray_engine import ray_engine_factory
 
         engine = ray_engine_factory(address=args.ray_address, workers=args.workers,
