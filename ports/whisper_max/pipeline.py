@@ -1,9 +1,13 @@
 """Transcription: openai-whisper's own decoding (``whisper.transcribe`` / ``whisper.decode``)
-over features from the MAX encoder.
+with the encoder, and by default the decoder, on MAX.
 
 openai-whisper calls ``model.encoder(mel)`` for every 30-s window (and for language
-detection); here that attribute is a thin torch module around :class:`MaxAudioEncoder`, so the
-windowing, temperature fallback, timestamps and language/task handling are the original's.
+detection); here that attribute is a thin torch module around :class:`MaxAudioEncoder`. With
+``decoder="max"`` the model's ``decode``/``logits`` run openai's ``DecodingTask`` over
+:class:`~ports.whisper_max.decoder.MaxTextDecoder` (see ``decoder.decode``), so the windowing,
+search, temperature fallback, timestamps and language/task handling are the original's. Word
+timestamps (cross-attention of the alignment heads) run openai's torch decoder on the same
+weights; ``decoder="torch"`` uses it for everything.
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ from ports.common.hub import is_repo_id, resolve_dir
 from . import convert as conv
 from .config import MODELS, SAMPLE_RATE, WhisperDims
 from .model import MaxAudioEncoder, encoder_weights_from_whisper
+
+DECODERS = ("max", "torch")
 
 
 def _openai_cache() -> Path:
@@ -102,34 +108,56 @@ class WhisperMax:
     """Whisper with its audio encoder on MAX and openai-whisper's decoder/decoding."""
 
     def __init__(self, dims: WhisperDims, state_dict: Mapping[str, np.ndarray], *,
-                 alignment_heads=None, name: str | None = None):
+                 alignment_heads=None, name: str | None = None, decoder: str = "max"):
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         sd = conv.check_whisper(dims, state_dict, "Whisper weights")
         self.dims = dims
         self.name = name
         self.encoder = MaxAudioEncoder(dims, encoder_weights_from_whisper(sd))
-        self._decoder_sd = {k: v for k, v in sd.items() if k.startswith("decoder.")}
+        # float32 arrays shared (not copied) by the MAX decoder and the torch decoder
+        self._decoder_sd = {k[len("decoder."):]: np.ascontiguousarray(v, np.float32)
+                            for k, v in sd.items() if k.startswith("decoder.")}
+        self.text_decoder = None
+        if decoder == "max":
+            from .decoder import MaxTextDecoder
+
+            self.text_decoder = MaxTextDecoder(dims, self._decoder_sd)
         self._alignment_heads = alignment_heads
         self._model = None
 
     @classmethod
-    def from_pretrained(cls, source: str | os.PathLike = "tiny.en") -> "WhisperMax":
+    def from_pretrained(cls, source: str | os.PathLike = "tiny.en", *,
+                        decoder: str = "max") -> "WhisperMax":
         path = resolve_source(source)
         dims, sd = conv.load_any(path)
         return cls(dims, sd, alignment_heads=_alignment_heads(str(source), path, dims),
-                   name=str(source))
+                   name=str(source), decoder=decoder)
 
     @property
     def model(self):
-        """openai ``whisper.model.Whisper`` whose ``encoder`` is the MAX encoder."""
+        """openai ``whisper.model.Whisper`` whose ``encoder`` is the MAX encoder and, with the
+        MAX decoder, whose ``decode``/``logits`` run it (its torch decoder then serves word
+        timestamps only)."""
         if self._model is None:
+            import functools
+
             import torch
             from whisper.model import Whisper
 
             m = Whisper(self.dims.to_openai())
             m.encoder = _MaxEncoderModule.make(self.encoder)
+            # assign: the torch decoder uses the same arrays as the MAX one (no second copy)
             m.decoder.load_state_dict(
-                {k[len("decoder."):]: torch.from_numpy(v) for k, v in self._decoder_sd.items()},
-                strict=True)
+                {k: torch.from_numpy(v) for k, v in self._decoder_sd.items()}, strict=True,
+                assign=True)
+            if self.text_decoder is not None:
+                from . import decoder as dec
+
+                # instance attributes shadow Whisper.decode / Whisper.logits, which
+                # whisper.transcribe and detect_language call
+                m.decode = functools.partial(dec.decode, m, self.text_decoder)
+                m.logits = functools.partial(dec.logits, self.text_decoder)
             if self._alignment_heads is not None:
                 kind, val = self._alignment_heads
                 if kind == "dump":
@@ -166,7 +194,7 @@ class WhisperMax:
         if x.shape[-2:] != (self.dims.n_audio_ctx, self.dims.n_audio_state):
             x = self.encoder(x)
         options.setdefault("fp16", False)
-        return whisper.decode(self.model, torch.from_numpy(x), whisper.DecodingOptions(**options))
+        return self.model.decode(torch.from_numpy(x), whisper.DecodingOptions(**options))
 
     def transcribe(self, audio: str | os.PathLike | np.ndarray, *, sr: int | None = None,
                    language: str | None = None, task: str = "transcribe",
@@ -202,14 +230,16 @@ class WhisperMax:
             x = x.mean(axis=0)
         if x.ndim != 1:
             raise ValueError(f"audio must be a mono (N,) or (channels, N) array, got {x.shape}")
+        if x.size == 0:  # nothing to transcribe: openai-whisper returns an empty transcript
+            return np.zeros(0, np.float32)
         x = check_waveform(x, "audio")
         if sr is not None and sr != SAMPLE_RATE:
             x = resample(x, sr, SAMPLE_RATE).astype(np.float32)
         return np.ascontiguousarray(x)
 
 
-def from_pretrained(source: str | os.PathLike = "tiny.en") -> WhisperMax:
-    return WhisperMax.from_pretrained(source)
+def from_pretrained(source: str | os.PathLike = "tiny.en", *, decoder: str = "max") -> WhisperMax:
+    return WhisperMax.from_pretrained(source, decoder=decoder)
 
 
 def transcribe(audio, *, model: str | WhisperMax = "tiny.en", **kwargs) -> dict:
