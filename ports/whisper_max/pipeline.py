@@ -23,6 +23,7 @@ from ports.common.hub import is_repo_id, resolve_dir
 from . import convert as conv
 from .config import MODELS, SAMPLE_RATE, WhisperDims
 from .model import MaxAudioEncoder, encoder_weights_from_whisper
+from .streaming import windowed_log_mel
 
 DECODERS = ("max", "torch")
 
@@ -202,7 +203,8 @@ class WhisperMax:
                    **kwargs: Any) -> dict:
         """``whisper.transcribe`` with the MAX encoder. ``audio``: a file (any rate, any
         channel count: mixed to mono, resampled to 16 kHz) or a mono float array at ``sr``
-        (default 16 kHz). Files of any length are windowed in 30-s steps by openai-whisper."""
+        (default 16 kHz). Any length: openai-whisper's 30-s windows, its log-mel computed one
+        window at a time (:mod:`.streaming`), so memory beyond the samples does not grow."""
         import whisper
 
         from ports.common.progress import enabled
@@ -217,8 +219,9 @@ class WhisperMax:
         if verbose is None and (progress if progress is not None else enabled()):
             verbose = False  # openai-whisper shows its tqdm bar only when verbose is False
         kwargs.setdefault("fp16", False)
-        return whisper.transcribe(self.model, wav, language=language, task=task,
-                                  verbose=verbose, **kwargs)
+        with windowed_log_mel():  # the same log-mel, one window at a time (bounded memory)
+            return whisper.transcribe(self.model, wav, language=language, task=task,
+                                      verbose=verbose, **kwargs)
 
     @staticmethod
     def load_audio(audio, *, sr: int | None = None) -> np.ndarray:
