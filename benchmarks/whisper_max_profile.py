@@ -15,7 +15,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
-    from whisper_max_sides import _speech
+    from whisper_max_sides import _speech, tiny_en
 
     from ports.whisper_max import decoder as dec
     from ports.whisper_max import model as enc
@@ -40,7 +40,7 @@ def main():
     timed(dec.MaxTextDecoder, "cross_kv", "decoder cross K/V graph")
     timed(dec.MaxTextDecoder, "step", "decoder step graph")
     wav = _speech()
-    port = WhisperMax.from_pretrained("tiny.en")
+    port = WhisperMax.from_pretrained(tiny_en())
     port.transcribe(wav, temperature=0.0)  # warm
     spent.clear()
     calls.clear()

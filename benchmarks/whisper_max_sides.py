@@ -24,6 +24,15 @@ LINES = ["The quick brown fox jumps over the lazy dog.",
          "Please call Stella and ask her to bring these things from the store."]
 
 
+def tiny_en():
+    try:  # main after issue 9
+        from ports_parity.real_weights import whisper_tiny_en
+        return whisper_tiny_en()
+    except ImportError:
+        from ports.whisper_max.pipeline import resolve_source
+        return resolve_source("tiny.en")
+
+
 def _speech(seconds_min=35.0):
     import numpy as np
 
@@ -48,7 +57,10 @@ def child(case: str, side: str, repeats: int) -> dict:
         import torch
 
         from ports.whisper_max.config import dims_for
-        from ports.whisper_max.parity import random_encoder, random_mel
+        try:  # main after issue 9
+            from ports_parity.whisper_max.parity import random_encoder, random_mel
+        except ImportError:
+            from ports.whisper_max.parity import random_encoder, random_mel
 
         dims = dims_for("base")
         mel = random_mel(dims)
@@ -67,7 +79,7 @@ def child(case: str, side: str, repeats: int) -> dict:
     elif side.startswith("max"):
         from ports.whisper_max.pipeline import WhisperMax
 
-        port = WhisperMax.from_pretrained("tiny.en",
+        port = WhisperMax.from_pretrained(tiny_en(),
                                           decoder="torch" if side == "max-torchdec" else "max")
         if case == "encoder":
             mel = port.log_mel(wav[: 30 * 16000])
@@ -79,9 +91,8 @@ def child(case: str, side: str, repeats: int) -> dict:
         import whisper
 
         from ports.whisper_max.convert import load_any
-        from ports.whisper_max.pipeline import resolve_source
 
-        dims, sd = load_any(resolve_source("tiny.en"))
+        dims, sd = load_any(tiny_en())
         m = whisper.model.Whisper(dims.to_openai())
         m.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
         m.eval()
@@ -98,9 +109,7 @@ def child(case: str, side: str, repeats: int) -> dict:
         import ctranslate2
         from faster_whisper import WhisperModel
 
-        from ports.whisper_max.pipeline import resolve_source
-
-        fw = WhisperModel(str(resolve_source("tiny.en")), device="cpu",
+        fw = WhisperModel(str(tiny_en()), device="cpu",
                           compute_type="float32" if side == "fw32" else "int8")
         if case == "encoder":
             import whisper
