@@ -7,10 +7,10 @@ FORMATS = ("txt", "srt", "vtt", "tsv", "json", "all")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("transcribe", help="speech to text, Whisper encoder on MAX (whisper_max)",
-                       description="Transcribe audio with openai-whisper's decoding over the MAX "
-                       "encoder. Any sample rate / channel count (mixed to mono, resampled to "
-                       "16 kHz); any length (openai-whisper's 30-s windows).")
+    p = sub.add_parser("transcribe", help="speech to text, Whisper on MAX (whisper_max)",
+                       description="Transcribe audio with openai-whisper's decoding logic over "
+                       "the MAX encoder and decoder. Any sample rate / channel count (mixed to "
+                       "mono, resampled to 16 kHz); any length (openai-whisper's 30-s windows).")
     p.add_argument("audio", nargs="+", help="audio files")
     p.add_argument("--model", default="tiny.en",
                    help="model name (tiny.en, base, ..., large-v3), checkpoint file/folder "
@@ -28,7 +28,11 @@ def register(sub) -> None:
     p.add_argument("--best-of", type=int, default=None)
     p.add_argument("--initial-prompt", default=None)
     p.add_argument("--no-condition-on-previous-text", action="store_true")
-    p.add_argument("--word-timestamps", action="store_true")
+    p.add_argument("--word-timestamps", action="store_true",
+                   help="word timings from the alignment heads' cross-attention (computed "
+                   "with openai-whisper's torch decoder on the same weights)")
+    p.add_argument("--decoder", default="max", choices=["max", "torch"],
+                   help="text decoder: the MAX graph (default) or openai-whisper's torch one")
     p.add_argument("--verbose", action="store_true", help="print segments as they are decoded")
     p.set_defaults(func=cmd_transcribe)
 
@@ -47,7 +51,7 @@ def cmd_transcribe(args) -> int:
         beam_size=args.beam_size, best_of=args.best_of, initial_prompt=args.initial_prompt,
         condition_on_previous_text=not args.no_condition_on_previous_text,
         word_timestamps=args.word_timestamps, verbose=True if args.verbose else None)
-    model = WhisperMax.from_pretrained(args.model)
+    model = WhisperMax.from_pretrained(args.model, decoder=args.decoder)
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for audio in args.audio:

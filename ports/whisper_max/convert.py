@@ -31,8 +31,39 @@ def _f32(d: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def check_whisper(dims: WhisperDims, sd: Mapping[str, np.ndarray], what: str) -> dict:
-    check_keys(sd, whisper_shapes(dims), what=what)
+    try:
+        check_keys(sd, whisper_shapes(dims), what=what)
+    except ConversionError as e:
+        wrong = dims_disagreeing(dims, sd)
+        if not wrong:
+            raise
+        raise ConversionError(e.missing, e.unexpected, e.mismatched, e.duplicate,
+                              what + " (" + "; ".join(wrong) + ")") from None
     return _f32(sd)
+
+
+def dims_disagreeing(dims: WhisperDims, sd: Mapping[str, np.ndarray]) -> list[str]:
+    """The model dimensions the weights contradict, read off the tensors that define them,
+    e.g. ``n_audio_state is 128 in the config, 64 in the weights``."""
+    seen: dict[str, int] = {}
+
+    def shape(key, axis, name):
+        if key in sd and np.ndim(sd[key]) > axis:
+            seen.setdefault(name, int(np.shape(sd[key])[axis]))
+
+    shape("encoder.conv1.weight", 0, "n_audio_state")
+    shape("encoder.conv1.weight", 1, "n_mels")
+    shape("encoder.positional_embedding", 0, "n_audio_ctx")
+    shape("decoder.token_embedding.weight", 0, "n_vocab")
+    shape("decoder.token_embedding.weight", 1, "n_text_state")
+    shape("decoder.positional_embedding", 0, "n_text_ctx")
+    for side, name in (("encoder", "n_audio_layer"), ("decoder", "n_text_layer")):
+        layers = {int(k.split(".")[2]) for k in sd
+                  if k.startswith(f"{side}.blocks.") and k.split(".")[2].isdigit()}
+        if layers:
+            seen[name] = max(layers) + 1
+    return [f"{k} is {getattr(dims, k)} in the config, {v} in the weights"
+            for k, v in seen.items() if getattr(dims, k) != v]
 
 
 # ------------------------------------------------------------------ (a) openai .pt

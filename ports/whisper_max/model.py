@@ -1,18 +1,16 @@
-"""openai-whisper's ``AudioEncoder`` as MAX graphs.
+"""openai-whisper's ``AudioEncoder`` as one MAX graph per model shape (batch symbolic),
+compiled once per process (and cached on disk by MAX in ``~/.cache/modular``):
 
-Two graphs per model shape, compiled once per process (and cached on disk by MAX in
-``~/.cache/modular``):
-
-* ``stem``: conv1 (k3, pad 1) -> exact GELU -> conv2 (k3, stride 2, pad 1) -> exact GELU
-  -> + positional embedding. Also returns the conv1 activation for stage-by-stage parity.
-* ``block``: one pre-LayerNorm residual attention block (q/k/v as one GEMM, linears stored
-  (in, out)), plus ``ln_post`` of its output as a second result. The same compiled block
-  serves every layer (one ``init`` per layer with that layer's weights), so compile time does
-  not grow with depth; only the last layer's ``ln_post`` output is used.
+* stem: conv1 (k3, pad 1) and conv2 (k3, stride 2, pad 1) as GEMMs over an im2col of three
+  shifted slices (conv2's stride through an even/odd reshape), exact GELU, + positional
+  embedding;
+* the residual attention blocks: one subgraph (``Graph.add_subgraph``), called once per layer
+  with that layer's weight prefix (``ops.call``), so compile time does not grow with depth;
+* ``ln_post`` once.
 
 Weights are graph ``Weight``s bound at ``init`` through ``weights_registry``: one compiled graph
-serves any weight set of its shape. The encoder takes openai's state dict (strictly checked);
-the stem binds it as is, the block binds the re-laid-out copy from :func:`block_registry`.
+serves any weight set of its shape. The encoder takes openai's state dict (strictly checked)
+and binds the re-laid-out copy from :func:`encoder_registry`.
 """
 from __future__ import annotations
 
@@ -53,43 +51,20 @@ def session():
         return _session
 
 
-def stem_graph(n_mels: int, n_ctx: int, n_state: int):
-    DType, DeviceRef, Graph, TensorType, Weight, ops = _max()
-    dev = DeviceRef.CPU()
-    f32 = DType.float32
-    n_in = 2 * n_ctx
-
-    def w(name, shape):
-        return Weight(name, f32, shape, dev)
-
-    def conv(x, name, c_in, stride):
-        # torch (C_out, C_in, K) -> RSCF (1, K, C_in, C_out); the input is NHWC with H = 1.
-        f = ops.reshape(ops.permute(w(f"{name}.weight", (n_state, c_in, 3)), [2, 1, 0]),
-                        (1, 3, c_in, n_state))
-        return ops.conv2d(x, f, stride=(1, stride), padding=(0, 0, 1, 1),
-                          bias=w(f"{name}.bias", (n_state,)))
-
-    with Graph(f"whisper_stem_{n_mels}_{n_ctx}_{n_state}",
-               input_types=[TensorType(f32, (n_mels, n_in), device=dev)]) as g:
-        mel = g.inputs[0].tensor
-        x = ops.reshape(ops.transpose(mel, 0, 1), (1, 1, n_in, n_mels))
-        h1 = ops.gelu(conv(x, "conv1", n_mels, 1), approximate="none")
-        h2 = ops.gelu(conv(h1, "conv2", n_state, 2), approximate="none")
-        x0 = ops.reshape(h2, (n_ctx, n_state)) + w("positional_embedding", (n_ctx, n_state))
-        g.output(x0, ops.reshape(h1, (n_in, n_state)))
-    return g
+def _w(name, shape, placeholder=False):
+    DType, DeviceRef, _, _, Weight, _ = _max()
+    return Weight(name, DType.float32, shape, DeviceRef.CPU(), _placeholder=placeholder)
 
 
-def block_graph(n_ctx: int, n_state: int, n_head: int):
-    DType, DeviceRef, Graph, TensorType, Weight, ops = _max()
-    dev = DeviceRef.CPU()
-    f32 = DType.float32
-    T, D, H = n_ctx, n_state, n_head
+def _block(x, T: int, D: int, H: int):
+    """One pre-LayerNorm residual attention block on (B, T, D), weights as subgraph
+    placeholders (resolved per call through the ``blocks.i.`` prefix)."""
+    _, _, _, _, _, ops = _max()
     dh = D // H
     shapes = block_registry_shapes(D)
 
     def w(name):
-        return Weight(name, f32, shapes[name], dev)
+        return _w(name, shapes[name], placeholder=True)
 
     def linear(x, name):
         return x @ w(f"{name}.weight_t") + w(f"{name}.bias")
@@ -97,20 +72,51 @@ def block_graph(n_ctx: int, n_state: int, n_head: int):
     def ln(x, name):
         return ops.layer_norm(x, w(f"{name}.weight"), w(f"{name}.bias"), LN_EPS)
 
-    with Graph(f"whisper_block_{T}_{D}_{H}",
-               input_types=[TensorType(f32, (T, D), device=dev)]) as g:
-        x = g.inputs[0].tensor
-        qkv = linear(ln(x, "attn_ln"), "attn.qkv")  # one GEMM for q, k, v
-        # whisper scales q and k each by dh**-0.25 (same product as SDPA's 1/sqrt(dh)).
-        scale = float(dh) ** -0.25
-        q = ops.transpose(ops.reshape(qkv[:, 0:D] * scale, (T, H, dh)), 0, 1)
-        k = ops.permute(ops.reshape(qkv[:, D:2 * D] * scale, (T, H, dh)), [1, 2, 0])
-        v = ops.transpose(ops.reshape(qkv[:, 2 * D:3 * D], (T, H, dh)), 0, 1)
-        a = _matmul_k_chunked(ops.softmax(q @ k), v, T)  # (H, T, dh)
-        x = x + linear(ops.reshape(ops.transpose(a, 0, 1), (T, D)), "attn.out")
-        h = ops.gelu(linear(ln(x, "mlp_ln"), "mlp.0"), approximate="none")
-        x = x + linear(h, "mlp.2")
-        g.output(x, ln(x, "ln_post"))
+    qkv = linear(ln(x, "attn_ln"), "attn.qkv")  # one GEMM for q, k, v: (B, T, 3D)
+    # whisper scales q and k each by dh**-0.25 (same product as SDPA's 1/sqrt(dh)).
+    scale = float(dh) ** -0.25
+    q = ops.permute(ops.reshape(qkv[:, :, 0:D] * scale, (-1, T, H, dh)), [0, 2, 1, 3])
+    k = ops.permute(ops.reshape(qkv[:, :, D:2 * D] * scale, (-1, T, H, dh)), [0, 2, 3, 1])
+    v = ops.permute(ops.reshape(qkv[:, :, 2 * D:3 * D], (-1, T, H, dh)), [0, 2, 1, 3])
+    a = _matmul_k_chunked(ops.softmax(q @ k), v, T)  # (B, H, T, dh)
+    x = x + linear(ops.reshape(ops.permute(a, [0, 2, 1, 3]), (-1, T, D)), "attn.out")
+    h = ops.gelu(linear(ln(x, "mlp_ln"), "mlp.0"), approximate="none")
+    return x + linear(h, "mlp.2")
+
+
+def encoder_graph(n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
+    """The whole encoder, batch dimension symbolic. Outputs: ln_post (the features), then
+    conv1's activation, conv2+pos, and every block's output (buffers the graph materialises
+    anyway; returned for stage-by-stage parity)."""
+    DType, DeviceRef, Graph, TensorType, _, ops = _max()
+    dev = DeviceRef.CPU()
+    f32 = DType.float32
+    T, D, C = n_ctx, n_state, n_mels
+    n_in = 2 * T
+
+    with Graph(f"whisper_encoder_{C}_{T}_{D}_{n_head}_{n_layer}",
+               input_types=[TensorType(f32, ("batch", C, n_in), device=dev)]) as g:
+        mel = g.inputs[0].tensor
+        # conv1 (k3, pad 1) as one GEMM over the im2col of 3 shifted slices, K = 3 * n_mels.
+        x = ops.pad(ops.permute(mel, [0, 2, 1]), [0, 0, 1, 1, 0, 0])  # (B, n_in + 2, C)
+        cols = ops.concat([x[:, 0:n_in, :], x[:, 1:n_in + 1, :], x[:, 2:n_in + 2, :]], axis=2)
+        h1 = ops.gelu(cols @ _w("conv1.weight_t", (3 * C, D)) + _w("conv1.bias", (D,)),
+                      approximate="none")  # (B, n_in, D)
+        # conv2 (k3, stride 2, pad 1): padded rows 2t, 2t+1, 2t+2 feed output t; pairs of
+        # padded rows side by side (an even/odd reshape) give them as 3 plain slices.
+        pairs = ops.reshape(ops.pad(h1, [0, 0, 1, 1, 0, 0]), (-1, T + 1, 2 * D))
+        cols2 = ops.concat([pairs[:, 0:T, :], pairs[:, 1:T + 1, 0:D]], axis=2)  # (B, T, 3D)
+        x = ops.gelu(cols2 @ _w("conv2.weight_t", (3 * D, D)) + _w("conv2.bias", (D,)),
+                     approximate="none") + _w("positional_embedding", (T, D))
+        outs = [h1, x]
+        with g.add_subgraph("whisper_encoder_block",
+                            input_types=[TensorType(f32, ("batch", T, D), device=dev)]) as sub:
+            sub.output(_block(sub.inputs[0].tensor, T, D, n_head))
+        for i in range(n_layer):
+            x = ops.call(sub, x, prefix=f"blocks.{i}.")[0].tensor
+            outs.append(x)
+        post = ops.layer_norm(x, _w("ln_post.weight", (D,)), _w("ln_post.bias", (D,)), LN_EPS)
+        g.output(post, *outs)
     return g
 
 
@@ -136,19 +142,18 @@ def _matmul_k_chunked(a, b, k: int):
 
 
 def block_registry_shapes(D: int) -> dict[str, tuple[int, ...]]:
-    """What the block graph binds: openai's block weights with the linears transposed to
-    (in, out) and q/k/v fused, plus ``ln_post``."""
+    """What one block binds: openai's block weights with the linears transposed to (in, out)
+    and q/k/v fused."""
     return {"attn_ln.weight": (D,), "attn_ln.bias": (D,),
             "attn.qkv.weight_t": (D, 3 * D), "attn.qkv.bias": (3 * D,),
             "attn.out.weight_t": (D, D), "attn.out.bias": (D,),
             "mlp_ln.weight": (D,), "mlp_ln.bias": (D,),
             "mlp.0.weight_t": (D, 4 * D), "mlp.0.bias": (4 * D,),
-            "mlp.2.weight_t": (4 * D, D), "mlp.2.bias": (D,),
-            "ln_post.weight": (D,), "ln_post.bias": (D,)}
+            "mlp.2.weight_t": (4 * D, D), "mlp.2.bias": (D,)}
 
 
 def block_registry(w: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    """openai block weights (``blocks.i.*``) -> the block graph's registry. The key projection
+    """openai block weights (``blocks.i.*``) -> one block's registry. The key projection
     has no bias in openai's model: its slot of the fused bias is exactly zero (x + 0 == x)."""
     def t(name):
         return _f32(w[prefix + name].T)
@@ -165,18 +170,33 @@ def block_registry(w: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.nda
         "mlp_ln.weight": w[prefix + "mlp_ln.weight"], "mlp_ln.bias": w[prefix + "mlp_ln.bias"],
         "mlp.0.weight_t": t("mlp.0.weight"), "mlp.0.bias": w[prefix + "mlp.0.bias"],
         "mlp.2.weight_t": t("mlp.2.weight"), "mlp.2.bias": w[prefix + "mlp.2.bias"],
-        "ln_post.weight": w["ln_post.weight"], "ln_post.bias": w["ln_post.bias"],
     }
 
 
-def compiled(kind: str, *shape: int):
-    """Compile (once per process, per shape) the ``stem`` or ``block`` graph."""
-    key = (kind, *shape)
+def encoder_registry(w: Mapping[str, np.ndarray], n_layer: int) -> dict[str, np.ndarray]:
+    """openai ``AudioEncoder`` weights -> the encoder graph's registry: the convolutions as
+    im2col GEMM weights, ``W[k * C_in + c, o] = conv.weight[o, c, k]``."""
+    def conv(name):
+        wt = w[f"{name}.weight"]  # (C_out, C_in, 3)
+        return _f32(np.transpose(wt, (2, 1, 0)).reshape(-1, wt.shape[0]))
+
+    reg = {"conv1.weight_t": conv("conv1"), "conv1.bias": w["conv1.bias"],
+           "conv2.weight_t": conv("conv2"), "conv2.bias": w["conv2.bias"],
+           "positional_embedding": w["positional_embedding"],
+           "ln_post.weight": w["ln_post.weight"], "ln_post.bias": w["ln_post.bias"]}
+    for i in range(n_layer):
+        p = f"blocks.{i}."
+        reg.update({p + k: v for k, v in block_registry(w, p).items()})
+    return {k: _f32(v) for k, v in reg.items()}
+
+
+def compiled(build, *shape: int):
+    """Compile (once per process, per graph builder and shape) a graph."""
+    key = (build.__name__, *shape)
     with _lock:
         c = _compiled.get(key)
     if c is not None:
         return c
-    build = {"stem": stem_graph, "block": block_graph}[kind]
     sess = session()
     c = sess.compile(build(*shape))
     with _lock:
@@ -201,21 +221,12 @@ class MaxAudioEncoder:
 
     def __init__(self, dims: WhisperDims, weights: Mapping[str, np.ndarray]):
         check_keys(weights, encoder_shapes(dims), what="Whisper encoder weights")
-        self.dims = dims
-        d = dims
-        # The registry arrays must outlive the models: keep them here.
-        self._weights = {k: _f32(v) for k, v in weights.items()}
-        sess = session()
-        stem_keys = ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
-                     "positional_embedding")
-        self._stem = sess.init(compiled("stem", d.n_mels, d.n_audio_ctx, d.n_audio_state),
-                               weights_registry={k: self._weights[k] for k in stem_keys})
-        block_c = compiled("block", d.n_audio_ctx, d.n_audio_state, d.n_audio_head)
-        self._blocks = []
-        # The registry arrays must outlive the models: keep them too.
-        self._block_regs = [block_registry(self._weights, f"blocks.{i}.")
-                            for i in range(d.n_audio_layer)]
-        self._blocks = [sess.init(block_c, weights_registry=reg) for reg in self._block_regs]
+        self.dims = d = dims
+        # The registry arrays must outlive the model: keep them here.
+        self._registry = encoder_registry(weights, d.n_audio_layer)
+        c = compiled(encoder_graph, d.n_mels, d.n_audio_ctx, d.n_audio_state, d.n_audio_head,
+                     d.n_audio_layer)
+        self._model = session().init(c, weights_registry=self._registry)
 
     def _check_mel(self, mel) -> tuple[np.ndarray, bool]:
         mel = np.asarray(mel)
@@ -234,29 +245,14 @@ class MaxAudioEncoder:
     def __call__(self, mel) -> np.ndarray:
         """(B, n_mels, 3000) or (n_mels, 3000) log-mel -> (B, n_ctx, n_state) (or unbatched)."""
         mel, single = self._check_mel(mel)
-        out = np.empty((mel.shape[0], self.dims.n_audio_ctx, self.dims.n_audio_state), np.float32)
-        for b in range(mel.shape[0]):
-            x = self._stem.execute(mel[b])[0]
-            for blk in self._blocks[:-1]:
-                x = blk.execute(x)[0]
-            out[b] = self._blocks[-1].execute(x)[1].to_numpy()
+        out = self._model.execute(mel)[0].to_numpy()
         return out[0] if single else out
 
     def stages(self, mel) -> Stages:
         """Every layer's output, for stage-by-stage parity."""
         mel, _ = self._check_mel(mel)
-        c1, c2, post = [], [], None
-        blocks: list[list[np.ndarray]] = [[] for _ in self._blocks]
-        posts = []
-        for b in range(mel.shape[0]):
-            x, h1 = self._stem.execute(mel[b])
-            c1.append(h1.to_numpy().T.copy())
-            c2.append(x.to_numpy().copy())
-            for i, blk in enumerate(self._blocks):
-                x, post = blk.execute(x)
-                blocks[i].append(x.to_numpy().copy())
-            posts.append(post.to_numpy().copy())
-        return Stages(np.stack(c1), np.stack(c2), [np.stack(b) for b in blocks], np.stack(posts))
+        post, h1, *xs = (t.to_numpy().copy() for t in self._model.execute(mel))
+        return Stages(np.ascontiguousarray(h1.transpose(0, 2, 1)), xs[0], xs[1:], post)
 
 
 def encoder_weights_from_whisper(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

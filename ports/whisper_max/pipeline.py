@@ -1,9 +1,13 @@
 """Transcription: openai-whisper's own decoding (``whisper.transcribe`` / ``whisper.decode``)
-over features from the MAX encoder.
+with the encoder, and by default the decoder, on MAX.
 
 openai-whisper calls ``model.encoder(mel)`` for every 30-s window (and for language
-detection); here that attribute is a thin torch module around :class:`MaxAudioEncoder`, so the
-windowing, temperature fallback, timestamps and language/task handling are the original's.
+detection); here that attribute is a thin torch module around :class:`MaxAudioEncoder`. With
+``decoder="max"`` the model's ``decode``/``logits`` run openai's ``DecodingTask`` over
+:class:`~ports.whisper_max.decoder.MaxTextDecoder` (see ``decoder.decode``), so the windowing,
+search, temperature fallback, timestamps and language/task handling are the original's. Word
+timestamps (cross-attention of the alignment heads) run openai's torch decoder on the same
+weights; ``decoder="torch"`` uses it for everything.
 """
 from __future__ import annotations
 
@@ -20,6 +24,9 @@ from . import DEFAULT_SOURCE
 from . import convert as conv
 from .config import MODELS, SAMPLE_RATE, WhisperDims
 from .model import MaxAudioEncoder, encoder_weights_from_whisper
+from .streaming import windowed_log_mel
+
+DECODERS = ("max", "torch")
 
 CONVERTER_TAG = "whisper-openai-sd-v1"  # cached_conversion tag: change it when convert() changes
 
@@ -108,23 +115,33 @@ class WhisperMax:
     """Whisper with its audio encoder on MAX and openai-whisper's decoder/decoding."""
 
     def __init__(self, dims: WhisperDims, state_dict: Mapping[str, np.ndarray], *,
-                 alignment_heads=None, name: str | None = None):
+                 alignment_heads=None, name: str | None = None, decoder: str = "max"):
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         sd = conv.check_whisper(dims, state_dict, "Whisper weights")
         self.dims = dims
         self.name = name
         self.encoder = MaxAudioEncoder(dims, encoder_weights_from_whisper(sd))
-        self._decoder_sd = {k: v for k, v in sd.items() if k.startswith("decoder.")}
+        # float32 arrays shared (not copied) by the MAX decoder and the torch decoder
+        self._decoder_sd = {k[len("decoder."):]: np.ascontiguousarray(v, np.float32)
+                            for k, v in sd.items() if k.startswith("decoder.")}
+        self.text_decoder = None
+        if decoder == "max":
+            from .decoder import MaxTextDecoder
+
+            self.text_decoder = MaxTextDecoder(dims, self._decoder_sd)
         self._alignment_heads = alignment_heads
         self._model = None
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike = DEFAULT_SOURCE, *,
                         revision: str | None = None, token: str | bool | None = None,
-                        cache: bool = True) -> "WhisperMax":
+                        cache: bool = True, decoder: str = "max") -> "WhisperMax":
         """``source``: a model name (tiny.en ... large-v3, turbo), an HF repo id (transformers or
         CTranslate2 layout), or a local checkpoint (openai ``.pt``, HF folder, CTranslate2 folder,
         converted ``.safetensors``). ``cache``: convert once into
-        ``~/.cache/audio-ports/whisper_max`` (keyed by the checkpoint's sha256)."""
+        ``~/.cache/audio-ports/whisper_max`` (keyed by the checkpoint's sha256). ``decoder``:
+        ``"max"`` (the MAX graphs) or ``"torch"`` (openai-whisper's own decoder)."""
         path = resolve_source(source, revision=revision, token=token)
         if cache and conv.detect_format(path) != "converted":
             dims, sd = conv.load_converted(cached_conversion(
@@ -133,20 +150,32 @@ class WhisperMax:
         else:
             dims, sd = conv.load_any(path)
         return cls(dims, sd, alignment_heads=_alignment_heads(str(source), path, dims),
-                   name=str(source))
+                   name=str(source), decoder=decoder)
 
     @property
     def model(self):
-        """openai ``whisper.model.Whisper`` whose ``encoder`` is the MAX encoder."""
+        """openai ``whisper.model.Whisper`` whose ``encoder`` is the MAX encoder and, with the
+        MAX decoder, whose ``decode``/``logits`` run it (its torch decoder then serves word
+        timestamps only)."""
         if self._model is None:
+            import functools
+
             import torch
             from whisper.model import Whisper
 
             m = Whisper(self.dims.to_openai())
             m.encoder = _MaxEncoderModule.make(self.encoder)
+            # assign: the torch decoder uses the same arrays as the MAX one (no second copy)
             m.decoder.load_state_dict(
-                {k[len("decoder."):]: torch.from_numpy(v) for k, v in self._decoder_sd.items()},
-                strict=True)
+                {k: torch.from_numpy(v) for k, v in self._decoder_sd.items()}, strict=True,
+                assign=True)
+            if self.text_decoder is not None:
+                from . import decoder as dec
+
+                # instance attributes shadow Whisper.decode / Whisper.logits, which
+                # whisper.transcribe and detect_language call
+                m.decode = functools.partial(dec.decode, m, self.text_decoder)
+                m.logits = functools.partial(dec.logits, self.text_decoder)
             if self._alignment_heads is not None:
                 kind, val = self._alignment_heads
                 if kind == "dump":
@@ -183,7 +212,7 @@ class WhisperMax:
         if x.shape[-2:] != (self.dims.n_audio_ctx, self.dims.n_audio_state):
             x = self.encoder(x)
         options.setdefault("fp16", False)
-        return whisper.decode(self.model, torch.from_numpy(x), whisper.DecodingOptions(**options))
+        return self.model.decode(torch.from_numpy(x), whisper.DecodingOptions(**options))
 
     def transcribe(self, audio: str | os.PathLike | np.ndarray, *, sr: int | None = None,
                    language: str | None = None, task: str = "transcribe",
@@ -191,7 +220,8 @@ class WhisperMax:
                    **kwargs: Any) -> dict:
         """``whisper.transcribe`` with the MAX encoder. ``audio``: a file (any rate, any
         channel count: mixed to mono, resampled to 16 kHz) or a mono float array at ``sr``
-        (default 16 kHz). Files of any length are windowed in 30-s steps by openai-whisper."""
+        (default 16 kHz). Any length: openai-whisper's 30-s windows, its log-mel computed one
+        window at a time (:mod:`.streaming`), so memory beyond the samples does not grow."""
         import whisper
 
         from ports.common.progress import enabled
@@ -206,8 +236,9 @@ class WhisperMax:
         if verbose is None and (progress if progress is not None else enabled()):
             verbose = False  # openai-whisper shows its tqdm bar only when verbose is False
         kwargs.setdefault("fp16", False)
-        return whisper.transcribe(self.model, wav, language=language, task=task,
-                                  verbose=verbose, **kwargs)
+        with windowed_log_mel():  # the same log-mel, one window at a time (bounded memory)
+            return whisper.transcribe(self.model, wav, language=language, task=task,
+                                      verbose=verbose, **kwargs)
 
     @staticmethod
     def load_audio(audio, *, sr: int | None = None) -> np.ndarray:
@@ -219,6 +250,8 @@ class WhisperMax:
             x = x.mean(axis=0)
         if x.ndim != 1:
             raise ValueError(f"audio must be a mono (N,) or (channels, N) array, got {x.shape}")
+        if x.size == 0:  # nothing to transcribe: openai-whisper returns an empty transcript
+            return np.zeros(0, np.float32)
         x = check_waveform(x, "audio")
         if sr is not None and sr != SAMPLE_RATE:
             x = resample(x, sr, SAMPLE_RATE).astype(np.float32)
@@ -226,9 +259,11 @@ class WhisperMax:
 
 
 def from_pretrained(source: str | os.PathLike = DEFAULT_SOURCE, *, revision: str | None = None,
-                    token: str | bool | None = None, cache: bool = True) -> WhisperMax:
+                    token: str | bool | None = None, cache: bool = True,
+                    decoder: str = "max") -> WhisperMax:
     """``WhisperMax`` for ``source`` (see :meth:`WhisperMax.from_pretrained`)."""
-    return WhisperMax.from_pretrained(source, revision=revision, token=token, cache=cache)
+    return WhisperMax.from_pretrained(source, revision=revision, token=token, cache=cache,
+                                      decoder=decoder)
 
 
 def transcribe(audio, *, model: str | os.PathLike | WhisperMax = DEFAULT_SOURCE, **kwargs) -> dict:
