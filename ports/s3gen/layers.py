@@ -1,8 +1,9 @@
 """Layers shared by the S3Gen parts (tokenizer, CAMPPlus, flow, HiFT), channels-last (B, T, C).
 
 MLX's CPU conv runs im2col + BLAS only for undilated, unflipped kernels and a naive loop
-otherwise (every dilated conv, every strided conv transpose): here every conv with k > 1 is an
-explicit im2col + one matmul, and the conv transpose is one matmul + an overlap-add.
+otherwise (every dilated conv, every strided conv transpose): here every conv is one matmul
+(BLAS) plus a shift-add of its k taps (or an explicit im2col when strided), and the conv transpose
+is one matmul + an overlap-add.
 """
 from __future__ import annotations
 
@@ -13,16 +14,26 @@ import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 
 
 def conv1d(x, weight, stride: int = 1, padding: int = 0, dilation: int = 1):
-    """torch conv1d on (B, T, Cin) with weight (Cout, k, Cin), zero padding both sides, no bias."""
+    """torch conv1d on (B, T, Cin) with weight (Cout, k, Cin), zero padding both sides, no bias.
+
+    Stride 1: one matmul (B, Tp, Cin) @ (Cin, k * Cout) over the padded input, then output t sums
+    tap i's block at t + i * dilation (k shifted slices; no im2col copy of k * Cin columns: ~10-20%
+    less CPU than im2col on HiFT's shapes). Strided: im2col (strided rows) + one matmul."""
     cout, k, cin = weight.shape
     if padding:
         x = mx.pad(x, [(0, 0), (padding, padding), (0, 0)])
     t_out = (x.shape[1] - dilation * (k - 1) - 1) // stride + 1
+    if k == 1:
+        return (x[:, :stride * (t_out - 1) + 1:stride] if stride > 1 else x) @ weight[:, 0].T
+    if stride == 1:
+        z = x @ mx.transpose(weight, (2, 1, 0)).reshape(cin, k * cout)
+        z = z.reshape(x.shape[0], x.shape[1], k, cout)
+        y = z[:, :t_out, 0]
+        for i in range(1, k):
+            y = y + z[:, i * dilation:i * dilation + t_out, i]
+        return y
     span = stride * (t_out - 1) + 1
-    if k > 1:
-        cols = mx.concatenate([x[:, i * dilation:i * dilation + span:stride] for i in range(k)], axis=-1)
-    else:
-        cols = x[:, :span:stride] if stride > 1 else x
+    cols = mx.concatenate([x[:, i * dilation:i * dilation + span:stride] for i in range(k)], axis=-1)
     return cols @ weight.reshape(cout, k * cin).T
 
 
