@@ -82,8 +82,78 @@ def mish(x):
     return x * (n / (n + 2.0))
 
 
+# sin(r) = r + r^3 P(r^2) on [-pi/2, pi/2], fitted for relative error (1.3e-8 in float64)
+_SIN_P = (2.6109635400229118e-06, -1.981200254770657e-04, 8.333100398635046e-03, -1.6666660989785437e-01)
+# pi = _PI_A + _PI_B + _PI_C (Cephes' DP1..3 times 4): n * _PI_A is exact for |n| < 2^16
+_PI_A, _PI_B, _PI_C = 3.140625, 9.67502593994140625e-4, 1.509957990978376432e-7
+
+
+def fast_sin(x):
+    """sin in float32, x = n pi + r with a three-part pi, sin x = (-1)^n sin r. Absolute error
+    <= 1.3e-7 for |x| <= 5000 (mx.sin: 7.6e-8), growing to ~5e-7 at 5e4 (n * _PI_B rounds)."""
+    if x.dtype != mx.float32:
+        return mx.sin(x)
+    n = mx.floor(x * (1.0 / math.pi) + 0.5)
+    r = ((x - n * _PI_A) - n * _PI_B) - n * _PI_C
+    r2 = r * r
+    p = _SIN_P[0]
+    for c in _SIN_P[1:]:
+        p = p * r2 + c
+    y = r + r * r2 * p
+    odd = n - 2.0 * mx.floor(n * 0.5)  # 0 or 1
+    return y * (1.0 - 2.0 * odd)
+
+
+def fast_cos(x):
+    """cos x = (-1)^(n+1) sin r with x = (n + 1/2) pi + r (same reduction as fast_sin)."""
+    if x.dtype != mx.float32:
+        return mx.cos(x)
+    n = mx.floor(x * (1.0 / math.pi))
+    m = n + 0.5
+    r = ((x - m * _PI_A) - m * _PI_B) - m * _PI_C
+    r2 = r * r
+    p = _SIN_P[0]
+    for c in _SIN_P[1:]:
+        p = p * r2 + c
+    y = r + r * r2 * p
+    odd = n - 2.0 * mx.floor(n * 0.5)
+    return y * (2.0 * odd - 1.0)
+
+
+_TANH_P = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
+           -3.33332819422e-1)
+
+
+def tanh(x):
+    """Cephes tanhf: odd polynomial below |x| = 0.625, 1 - 2 / (e^2|x| + 1) above (signed)."""
+    if x.dtype != mx.float32:
+        return mx.tanh(x)
+    a = mx.abs(x)
+    z = x * x
+    p = _TANH_P[0]
+    for c in _TANH_P[1:]:
+        p = p * z + c
+    small = p * z * x + x
+    big = 1.0 - 2.0 / (fast_exp(mx.minimum(2.0 * a, 40.0)) + 1.0)
+    return mx.where(a < 0.625, small, mx.where(x < 0, -big, big))
+
+
+def sigmoid(x):
+    if x.dtype != mx.float32:
+        return mx.sigmoid(x)
+    return 1.0 / (1.0 + fast_exp(-x))
+
+
 def silu(x):
-    return x * mx.sigmoid(x)
+    if x.dtype != mx.float32:
+        return x * mx.sigmoid(x)
+    return x / (1.0 + fast_exp(-x))
+
+
+def snake(x, alpha, inv_alpha):
+    """HiFT Snake, x + 1 / (alpha + 1e-9) * sin(alpha x)^2, with inv_alpha = 1 / (alpha + 1e-9)."""
+    s = fast_sin(x * alpha)
+    return x + inv_alpha * (s * s)
 
 
 def gelu(x):  # exact (erf) GELU, as torch F.gelu(approximate="none")
@@ -126,6 +196,57 @@ def mlx_compiled(fn):
     return run
 
 
+_compiler_checked = False
+
+
+def _check_compiler(name: str) -> None:
+    """MLX compiles lazily (at eval): probe the CPU JIT once per process on a tiny function, so
+    that a missing compiler is an error here, naming ``name``, not deep inside a later eval."""
+    global _compiler_checked
+    if _compiler_checked:
+        return
+    try:
+        mx.eval(mx.compile(lambda a: a * 2.0 + 1.0)(mx.zeros((2, 3))))
+    except Exception as err:
+        raise RuntimeError(
+            f"MLX could not compile {name} ({type(err).__name__}: {err}). MLX's CPU JIT needs a "
+            f"working C++ compiler; set {COMPILE_ENV}=0 to run S3Gen uncompiled (slower)") from err
+    _compiler_checked = True
+
+
+def compiled_method(method):
+    """A Module method run as one ``mx.compile`` graph (elementwise chains fused, fewer ops), built
+    per instance on first call with the module's parameters as implicit inputs (later weight
+    updates are seen). MLX traces it again for each new input shape, dtype or non-array argument
+    (None masks, ints). ``AUDIO_PORTS_MLX_COMPILE=0``: the plain method."""
+    attr = f"_compiled_{method.__name__}"
+
+    def run(self, *args):
+        if not compile_enabled():
+            return method(self, *args)
+        f = self.__dict__.get(attr)
+        if f is None:
+            name = f"{type(self).__name__}.{method.__name__}"
+            _check_compiler(name)
+            try:
+                f = mx.compile(lambda *a: method(self, *a), inputs=self.state)
+            except Exception as err:
+                raise RuntimeError(f"MLX could not compile {name} ({type(err).__name__}: {err}); "
+                                   f"set {COMPILE_ENV}=0 to run S3Gen uncompiled (slower)") from err
+            object.__setattr__(self, attr, f)
+        return f(*args)
+
+    run.__wrapped__ = method
+    run.__name__ = method.__name__
+    run.__doc__ = method.__doc__
+    return run
+
+
 fused_gelu = mlx_compiled(gelu)
 fused_mish = mlx_compiled(mish)
 fused_softmax = mlx_compiled(softmax)
+fused_silu = mlx_compiled(silu)
+fused_tanh = mlx_compiled(tanh)
+fused_sin = mlx_compiled(fast_sin)
+fused_cos = mlx_compiled(fast_cos)
+fused_exp = mlx_compiled(fast_exp)

@@ -19,7 +19,7 @@ mx = import_mlx()
 import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 
 from .config import FlowDecoderConfig  # noqa: E402
-from .fast_math import fused_gelu, fused_mish, fused_softmax, silu  # noqa: E402
+from .fast_math import compiled_method, fused_gelu, fused_mish, fused_softmax, silu  # noqa: E402
 from .layers import Conv1d, LayerNorm, ParameterFree, masked, pad_time  # noqa: E402
 
 
@@ -58,6 +58,7 @@ class CausalBlock1D(nn.Module):
         super().__init__()
         self.block = [Conv1d(dim, dim_out, 3, bias=True), ParameterFree(), LayerNorm(dim_out, eps=1e-5)]
 
+    @compiled_method
     def __call__(self, x, mask):
         y = self.block[0](pad_time(masked(x, mask), 2, 0))
         return masked(fused_mish(self.block[2](y)), mask)
@@ -71,6 +72,7 @@ class CausalResnetBlock1D(nn.Module):
         self.block2 = CausalBlock1D(dim_out, dim_out)
         self.res_conv = Conv1d(dim, dim_out, 1, bias=True)
 
+    @compiled_method
     def __call__(self, x, mask, t_emb):
         h = self.block1(x, mask)
         h = h + self.mlp[1](fused_mish(t_emb))[:, None, :]
@@ -130,6 +132,7 @@ class BasicTransformerBlock(nn.Module):
         self.norm3 = LayerNorm(dim, eps=1e-5)
         self.ff = FeedForward(dim, ff_mult)
 
+    @compiled_method
     def __call__(self, x, bias):
         x = self.attn1(self.norm1(x), bias) + x
         return self.ff(self.norm3(x)) + x

@@ -18,7 +18,7 @@ mx = import_mlx()
 import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 
 from .config import FlowEncoderConfig  # noqa: E402
-from .fast_math import fused_softmax, leaky_relu, silu  # noqa: E402
+from .fast_math import compiled_method, fused_softmax, leaky_relu, silu  # noqa: E402
 from .layers import Conv1d, LayerNorm, pad_time  # noqa: E402
 
 
@@ -115,6 +115,7 @@ class ConformerEncoderLayer(nn.Module):
         self.norm_ff = LayerNorm(size, eps=1e-12)
         self.norm_mha = LayerNorm(size, eps=1e-12)
 
+    @compiled_method
     def __call__(self, x, pos_emb):
         x = x + self.self_attn(self.norm_mha(x), pos_emb)
         return x + self.feed_forward(self.norm_ff(x))

@@ -18,79 +18,20 @@ import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 
 from ports.common.convert import Combine, Rule, chain, transpose, weight_norm  # noqa: E402
 
+from . import layers as _layers  # noqa: E402
 from .config import S3GEN_SR, HiFTConfig  # noqa: E402
+from .fast_math import compiled_method, fast_cos, fast_exp, fast_sin, snake, tanh  # noqa: E402
+from .layers import ConvTranspose1d, conv_transpose1d  # noqa: E402
 
 
 def _pad(k: int, d: int = 1) -> int:
     return (k * d - d) // 2
 
 
-class Conv1d(nn.Module):
-    """torch Conv1d semantics on (B, T, C); weight (out, k, in) as mlx.nn.Conv1d.
-
-    Dilated or strided kernels run as im2col + one matmul (BLAS): MLX's CPU conv is ~20x slower
-    on them. Undilated stride-1 kernels use mx.conv1d, which is fast there.
-    """
-
-    def __init__(self, in_ch: int, out_ch: int, k: int, stride: int = 1, padding: int = 0,
-                 dilation: int = 1, bias: bool = True):
-        super().__init__()
-        self.weight = mx.zeros((out_ch, k, in_ch))
-        if bias:
-            self.bias = mx.zeros((out_ch,))
-        self.stride, self.padding, self.dilation = stride, padding, dilation
-
-    def __call__(self, x):
-        out_ch, k, in_ch = self.weight.shape
-        s, p, d = self.stride, self.padding, self.dilation
-        if k == 1 or (s == 1 and d == 1):
-            y = mx.conv1d(x, self.weight, stride=s, padding=p)
-        else:
-            if p:
-                x = mx.pad(x, [(0, 0), (p, p), (0, 0)])
-            t_out = (x.shape[1] - d * (k - 1) - 1) // s + 1
-            span = s * (t_out - 1) + 1
-            cols = mx.concatenate([x[:, i * d:i * d + span:s] for i in range(k)], axis=-1)
-            y = cols @ self.weight.reshape(out_ch, k * in_ch).T
-        if "bias" in self:
-            y = y + self.bias
-        return y
-
-
-class ConvTranspose1d(nn.Module):
-    """torch ConvTranspose1d semantics on (B, T, C); weight (out, k, in) as mlx.nn.ConvTranspose1d.
-
-    One matmul (B, T, in) @ (in, k * out) followed by an overlap-add of ceil(k / stride) shifted
-    blocks: MLX's CPU conv_transpose1d is slow.
-    """
-
-    def __init__(self, in_ch: int, out_ch: int, k: int, stride: int, padding: int = 0, bias: bool = True):
-        super().__init__()
-        self.weight = mx.zeros((out_ch, k, in_ch))
-        if bias:
-            self.bias = mx.zeros((out_ch,))
-        self.stride, self.padding = stride, padding
-
-    def __call__(self, x):
-        out_ch, k, in_ch = self.weight.shape
-        u, p = self.stride, self.padding
-        B, T, _ = x.shape
-        m = -(-k // u)
-        w = mx.transpose(self.weight, (2, 1, 0))  # (in, k, out)
-        if m * u > k:
-            w = mx.pad(w, [(0, 0), (0, m * u - k), (0, 0)])
-        y = (x @ w.reshape(in_ch, m * u * out_ch)).reshape(B, T, m, u, out_ch)
-        # block t' of the output collects y[t' - i, i] for i < m
-        out = None
-        for i in range(m):
-            yi = mx.pad(y[:, :, i], [(0, 0), (i, m - 1 - i), (0, 0), (0, 0)])
-            out = yi if out is None else out + yi
-        out = out.reshape(B, (T + m - 1) * u, out_ch)
-        n = (T - 1) * u - 2 * p + k
-        out = out[:, p:p + n]
-        if "bias" in self:
-            out = out + self.bias
-        return out
+def Conv1d(in_ch: int, out_ch: int, k: int, stride: int = 1, padding: int = 0, dilation: int = 1,
+           bias: bool = True):
+    """torch Conv1d (bias by default, as in HiFT) on (B, T, C): the shared im2col + matmul conv."""
+    return _layers.Conv1d(in_ch, out_ch, k, stride, padding, dilation, bias=bias)
 
 
 class Snake(nn.Module):
@@ -99,8 +40,8 @@ class Snake(nn.Module):
         self.alpha = mx.ones((channels,))
 
     def __call__(self, x):
-        s = mx.sin(x * self.alpha)
-        return x + (1.0 / (self.alpha + 1e-9)) * (s * s)  # torch's pow(s, 2) is s * s
+        # torch's pow(sin, 2) is s * s; sin is arithmetic-only (fast_sin)
+        return snake(x, self.alpha, 1.0 / (self.alpha + 1e-9))
 
 
 class ResBlock(nn.Module):
@@ -113,6 +54,7 @@ class ResBlock(nn.Module):
         self.activations1 = [Snake(channels) for _ in dilations]
         self.activations2 = [Snake(channels) for _ in dilations]
 
+    @compiled_method
     def __call__(self, x):
         for c1, c2, a1, a2 in zip(self.convs1, self.convs2, self.activations1, self.activations2):
             x = c2(a2(c1(a1(x)))) + x
@@ -251,6 +193,14 @@ class HiFTGenerator(nn.Module):
             phase = mx.concatenate([mx.zeros((B, 1)), phase[:, 1:]], axis=1)
         if noise is None:
             noise = mx.random.normal((B, H, T * up), key=k2)
+        return self._source(f0, phase, noise)
+
+    @compiled_method
+    def _source(self, f0, phase, noise):
+        cfg = self.cfg
+        B, T = f0.shape
+        H = cfg.nb_harmonics + 1
+        up = cfg.upsample_scale
         harm = mx.arange(1, H + 1, dtype=mx.float32)
         inc = (f0[:, None, :] * harm[None, :, None]) / cfg.sampling_rate  # (B, H, T) cycles/sample
         # fractional cycles of a whole frame, exactly; then an exclusive cumsum modulo 1
@@ -259,12 +209,12 @@ class HiFTGenerator(nn.Module):
         j = mx.arange(1, up + 1, dtype=mx.float32)  # the original's cumsum includes the sample
         cyc = _frac(start[..., None] + _frac_mul(inc[..., None], j))  # (B, H, T, up)
         cyc = cyc.reshape(B, H, T * up)
-        sine = cfg.nsf_alpha * mx.sin(2 * math.pi * cyc + phase[:, :, None])
+        sine = cfg.nsf_alpha * fast_sin(2 * math.pi * cyc + phase[:, :, None])
         uv = (f0 > cfg.nsf_voiced_threshold).astype(mx.float32)
         uv = mx.repeat(uv, up, axis=-1)[:, None, :]  # (B, 1, L)
         noise_amp = uv * cfg.nsf_sigma + (1 - uv) * cfg.nsf_alpha / 3
         sine = sine * uv + noise_amp * noise
-        merged = mx.tanh(self.m_source.l_linear(mx.transpose(sine, (0, 2, 1))))  # (B, L, 1)
+        merged = tanh(self.m_source.l_linear(mx.transpose(sine, (0, 2, 1))))  # (B, L, 1)
         return mx.transpose(merged, (0, 2, 1))
 
     # ---- STFT / ISTFT ----------------------------------------------------------------------
@@ -282,8 +232,9 @@ class HiFTGenerator(nn.Module):
         """(B, F, 9) magnitude and phase -> (B, hop * (frames - 1)) like torch.istft(center=True)."""
         n_fft, hop = self.cfg.n_fft, self.cfg.hop_len
         mag = mx.minimum(spec_mag, 1e2)
-        z = mx.concatenate([mag * mx.cos(spec_phase), mag * mx.sin(spec_phase)], axis=-1)
-        y = mx.conv_transpose1d(z, mx.array(self._istft_w), stride=hop)[..., 0]  # (B, (F-1)*hop + n_fft)
+        z = mx.concatenate([mag * fast_cos(spec_phase), mag * fast_sin(spec_phase)], axis=-1)
+        # inverse DFT + windowed overlap-add as one conv transpose (a matmul + overlap-add)
+        y = conv_transpose1d(z, mx.array(self._istft_w), hop)[..., 0]  # (B, (F-1)*hop + n_fft)
         frames = spec_mag.shape[1]
         env = np.zeros((frames - 1) * hop + n_fft)
         for f in range(frames):
@@ -320,16 +271,20 @@ class HiFTGenerator(nn.Module):
                 xs = r if xs is None else xs + r
             x = xs / nk
             stages[f"stage.{i}"] = x
-        x = nn.leaky_relu(x, 0.01)  # F.leaky_relu default slope
-        x = self.conv_post(x)
+        x = self.conv_post(nn.leaky_relu(x, 0.01))  # F.leaky_relu default slope
         stages["conv_post"] = x
-        nb = cfg.n_fft // 2 + 1
-        magnitude = mx.exp(x[..., :nb])
-        phase = mx.sin(x[..., nb:])  # the original's sin, kept
-        y = self._istft(magnitude, phase)
+        y = self._spec_to_wav(x)
         stages["istft"] = y
         y = mx.clip(y, -cfg.audio_limit, cfg.audio_limit)
         return (y, stages) if return_stages else y
+
+    @compiled_method
+    def _spec_to_wav(self, x):
+        """conv_post output (B, frames, n_fft + 2) -> ISTFT of exp(log-magnitude), sin(phase)."""
+        nb = self.cfg.n_fft // 2 + 1
+        magnitude = fast_exp(x[..., :nb])
+        phase = fast_sin(x[..., nb:])  # the original's sin, kept
+        return self._istft(magnitude, phase)
 
     def inference(self, mel, source=None, *, phase=None, noise=None, key=None, cache_source=None,
                   return_stages: bool = False):

@@ -35,3 +35,51 @@ def test_compiled_matches_plain():
     for fn in (FM.gelu, FM.mish, FM.softmax):
         np.testing.assert_allclose(np.array(FM.mlx_compiled(fn)(x)), np.array(fn(x)), rtol=1e-6,
                                    atol=1e-7)
+
+
+def test_arithmetic_transcendentals_at_float32_accuracy():
+    """fast_sin/fast_cos (Snake, sine source, ISTFT), tanh (source merge), sigmoid/silu (FFs)
+    against float64, within a few float32 ulps; compiled equals plain."""
+    xs = np.concatenate([np.linspace(-60, 60, 200001), np.linspace(-5000, 5000, 100001),
+                         [0.0, 1e-30, -1e-20, 1e-4]]).astype(np.float32)
+    x64 = xs.astype(np.float64)
+    xm = mx.array(xs)
+    for fn, ref in ((FM.fast_sin, np.sin), (FM.fast_cos, np.cos)):
+        y = np.array(fn(xm)).astype(np.float64)
+        assert np.abs(y - ref(x64)).max() < 1.5e-7, fn.__name__
+    xs = np.concatenate([np.linspace(-30, 30, 300001), [-1e10, -100.0, 0.0, 1e-30, 1e-6, 100.0, 1e10]]
+                        ).astype(np.float32)
+    x64 = xs.astype(np.float64)
+    xm = mx.array(xs)
+    with np.errstate(over="ignore"):
+        sig = 1.0 / (1.0 + np.exp(-x64))
+    for fn, ref in ((FM.tanh, np.tanh(x64)), (FM.sigmoid, sig), (FM.silu, x64 * sig)):
+        y = np.array(fn(xm)).astype(np.float64)
+        assert np.all(np.isfinite(y)), fn.__name__
+        assert np.all(np.abs(y - ref) <= 2e-7 * np.maximum(1.0, np.abs(ref))), fn.__name__
+    for fn in (FM.fast_sin, FM.fast_cos, FM.tanh, FM.sigmoid, FM.silu):
+        np.testing.assert_array_equal(np.array(FM.mlx_compiled(fn)(xm)), np.array(fn(xm)))
+
+
+def test_compiled_method_sees_weight_updates_and_switch(monkeypatch):
+    import mlx.nn as nn
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 3)
+
+        @FM.compiled_method
+        def __call__(self, x, scale=1.0):
+            return FM.silu(self.lin(x)) * scale
+
+    m = M()
+    x = mx.array(np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32))
+    np.testing.assert_allclose(np.array(m(x, 2.0)), np.array(M.__call__.__wrapped__(m, x, 2.0)),
+                               rtol=1e-6, atol=1e-7)
+    m.lin.weight = m.lin.weight * 3.0
+    np.testing.assert_allclose(np.array(m(x)), np.array(M.__call__.__wrapped__(m, x)), rtol=1e-6,
+                               atol=1e-7)
+    monkeypatch.setenv(FM.COMPILE_ENV, "0")
+    monkeypatch.setattr(FM.mx, "compile", lambda *a, **k: pytest.fail("compiled with the switch off"))
+    np.testing.assert_array_equal(np.array(m(x)), np.array(M.__call__.__wrapped__(m, x)))
