@@ -24,7 +24,7 @@ import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 # Cephes expf: Cody-Waite reduction by ln 2 and a degree-5 polynomial, ~1 ulp.
 _EXP_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
           1.6666665459e-1, 5.0000001201e-1)
-_EXP_LO, _EXP_HI = -87.33654, 88.72283
+EXP_LO, EXP_HI = -87.33654, 88.72283  # exp underflows / overflows float32 beyond
 # Cephes tanhf below |x| = 0.625 (odd polynomial: full relative precision near 0).
 _TANH_P = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
            -3.33332819422e-1)
@@ -41,8 +41,11 @@ def on_gpu() -> bool:
 
 
 def exp_arith(x):
-    """``exp`` of float32 from arithmetic, a floor and a bit shift (~1 ulp, like libm's)."""
-    xc = mx.clip(x, _EXP_LO, _EXP_HI)
+    """``exp`` of float32 from arithmetic, a floor and a bit shift (~1 ulp, like libm's; max
+    relative error 8e-8). Other dtypes: ``mx.exp`` (the bit trick is float32's)."""
+    if x.dtype != mx.float32:
+        return mx.exp(x)
+    xc = mx.clip(x, EXP_LO, EXP_HI)
     n = mx.floor(xc * 1.44269504088896341 + 0.5)
     r = xc - n * 0.693359375  # ln 2 split in two, so n * ln 2 is exact
     r = r - n * -2.12194440e-4
@@ -51,19 +54,23 @@ def exp_arith(x):
         p = p * r + c
     y = p * (r * r) + r + 1.0
     two_n = mx.left_shift(n.astype(mx.int32) + 127, 23).view(mx.float32)
-    return mx.where(x < _EXP_LO, 0.0, y * two_n)
+    return mx.where(x < EXP_LO, 0.0, y * two_n)
 
 
 def sigmoid_arith(x):
     """``1 / (1 + exp(-x))`` with :func:`exp_arith`: relative precision also where the gate is
     near 0. (``(1 + tanh(x/2)) / 2`` loses it there: 1.8e-7 absolute on values of 1e-5, which real
     segmentation-3.0 LSTMs amplified past the original's own fp32 error.)"""
+    if x.dtype != mx.float32:
+        return mx.sigmoid(x)
     return 1.0 / (1.0 + exp_arith(-x))
 
 
 def tanh_arith(x):
     """``tanh`` as Cephes computes it: an odd polynomial below 0.625, else
     ``1 - 2 / (exp(2|x|) + 1)`` with the sign of ``x``; ~1e-7 absolute and relative, like libm."""
+    if x.dtype != mx.float32:
+        return mx.tanh(x)
     a = mx.abs(x)
     z = x * x
     p = _TANH_P[0]

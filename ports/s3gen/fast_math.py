@@ -19,30 +19,15 @@ import math
 import os
 
 from ports.common.blas import import_mlx
+from ports.common.mlx_layers import exp_arith as fast_exp  # noqa: F401 (shared fast ops)
+from ports.common.mlx_layers import sigmoid_arith as sigmoid  # noqa: F401
+from ports.common.mlx_layers import tanh_arith as tanh  # noqa: F401
 
 mx = import_mlx()
 
 COMPILE_ENV = "AUDIO_PORTS_MLX_COMPILE"
 log = logging.getLogger(__name__)
 
-_EXP_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
-          5.0000001201e-1)
-_EXP_LO, _EXP_HI = -87.33654, 88.72283
-
-
-def fast_exp(x):
-    if x.dtype != mx.float32:
-        return mx.exp(x)
-    xc = mx.clip(x, _EXP_LO, _EXP_HI)
-    n = mx.floor(xc * 1.44269504088896341 + 0.5)
-    r = xc - n * 0.693359375  # Cody-Waite split of ln 2
-    r = r - n * -2.12194440e-4
-    p = _EXP_P[0]
-    for c in _EXP_P[1:]:
-        p = p * r + c
-    y = p * (r * r) + r + 1.0
-    two_n = mx.left_shift(n.astype(mx.int32) + 127, 23).view(mx.float32)
-    return mx.where(x < _EXP_LO, 0.0, y * two_n)
 
 
 _ERF_A = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
@@ -118,30 +103,6 @@ def fast_cos(x):
     y = r + r * r2 * p
     odd = n - 2.0 * mx.floor(n * 0.5)
     return y * (2.0 * odd - 1.0)
-
-
-_TANH_P = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
-           -3.33332819422e-1)
-
-
-def tanh(x):
-    """Cephes tanhf: odd polynomial below |x| = 0.625, 1 - 2 / (e^2|x| + 1) above (signed)."""
-    if x.dtype != mx.float32:
-        return mx.tanh(x)
-    a = mx.abs(x)
-    z = x * x
-    p = _TANH_P[0]
-    for c in _TANH_P[1:]:
-        p = p * z + c
-    small = p * z * x + x
-    big = 1.0 - 2.0 / (fast_exp(mx.minimum(2.0 * a, 40.0)) + 1.0)
-    return mx.where(a < 0.625, small, mx.where(x < 0, -big, big))
-
-
-def sigmoid(x):
-    if x.dtype != mx.float32:
-        return mx.sigmoid(x)
-    return 1.0 / (1.0 + fast_exp(-x))
 
 
 def silu(x):
