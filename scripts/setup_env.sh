@@ -52,7 +52,7 @@ print(os.path.dirname(s.origin) if s else "")
 PY
 )
 if [ -n "$ta" ]; then rm -f "$ta"/lib/*.so "$ta"/*.so; fi
-echo "[setup] the package, all ports, test tools"
-"${pip[@]}" -e "$here[all,test]"
-"$venv/bin/python" -c "import torch, torchaudio, pyannote.audio, whisper, chatterbox.models.s3gen, mlx.core, max.graph; print('[setup] originals import: torch', torch.__version__)"
+echo "[setup] the package, all ports, test tools, the Ray engine (scale)"
+"${pip[@]}" -e "$here[all,test,scale]"
+"$venv/bin/python" -c "import torch, torchaudio, pyannote.audio, whisper, chatterbox.models.s3gen, mlx.core, max.graph, ray.data, pyarrow; print('[setup] originals import: torch', torch.__version__)"
 echo "$want" > "$stamp"
