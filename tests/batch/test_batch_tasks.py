@@ -29,3 +29,19 @@ def test_batch_segment_equals_ports_segment(tmp_path):
     rows = pq.read_table(out / "results.parquet").to_pylist()
     assert [(r["rel"], r["ok"]) for r in rows] == [("talks/conv", True), ("talks/empty", False)]
     assert "empty" in rows[1]["error"]
+
+
+def test_batch_transcribe_equals_ports_transcribe(tmp_path, speech16k):
+    """tiny.en (the bundled CTranslate2 copy of the released weights); same writers, same bytes."""
+    from ports.cli import main
+    from ports.common.audio import write_audio
+
+    d = tmp_path / "in"
+    d.mkdir()
+    write_audio(d / "hello.wav", speech16k, 16000)
+    assert main(["transcribe", str(d / "hello.wav"), "-f", "all", "-o", str(tmp_path / "s")]) == 0
+    out = tmp_path / "out"
+    assert main(["batch", "transcribe", str(d), "--out", str(out)]) == 0
+    for ext in ("txt", "srt", "json"):
+        assert (out / f"hello.{ext}").read_bytes() == (tmp_path / "s" / f"hello.{ext}").read_bytes()
+    assert "fox" in (out / "hello.txt").read_text().lower()
