@@ -54,6 +54,6 @@ print(os.path.dirname(s.origin) if s else "")
 PY
 )
 if [ -n "$ta" ]; then rm -f "$ta"/lib/*.so "$ta"/*.so; fi
-"$venv/bin/python" -c "import torch, torchaudio, pyannote.audio, whisper, chatterbox.models.s3gen, mlx.core, max.graph; print('[setup] originals import: torch', torch.__version__)"
+"$venv/bin/python" -c "import torch, torchaudio, pyannote.audio, whisper, chatterbox.models.s3gen, mlx.core, max.graph, ray.data, pyarrow; print('[setup] originals import: torch', torch.__version__)"
 real_weights
 echo "$want" > "$stamp"

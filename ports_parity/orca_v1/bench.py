@@ -105,6 +105,7 @@ def run(quick: bool = False, threads: int | None = None):
         torch.set_num_threads(threads)
     model = random_init_(OrcaResNet50(), seed=0).eval()
     det = OrcaDetector(copy.deepcopy(model))
+    det_plain = OrcaDetector(copy.deepcopy(model), fold_bn=False)  # the scoring path before
     ref = ReferenceLoop(model)
     d = cache_dir("orca_v1") / "bench"
     d.mkdir(parents=True, exist_ok=True)
@@ -129,6 +130,8 @@ def run(quick: bool = False, threads: int | None = None):
                  repeats=rep, warmup=0, meta=meta),
             Case(f"model {sec:.0f}s", lambda m=feats.mels: det.scores(m),
                  lambda m=feats.mels: ref.scores(m), repeats=1, warmup=0, meta=meta),
+            Case(f"model, BN not folded {sec:.0f}s", lambda m=feats.mels: det_plain.scores(m),
+                 repeats=1, warmup=0, meta=meta),
             Case(f"end-to-end {sec:.0f}s", lambda p=p: det.detect_file(p),
                  lambda p=p: ref.scores(ref.mels(p)), repeats=1, warmup=0, meta=meta),
         ]
