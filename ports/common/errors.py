@@ -7,3 +7,7 @@ The ``ports`` command prints a ``UserError`` (like a ``ValueError`` from bad inp
 
 class UserError(Exception):
     """An expected failure whose message says what to fix."""
+
+
+class ToolMissing(UserError, RuntimeError):
+    """A program or compiler the requested work needs is not installed (message: how to get it)."""

@@ -24,6 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from .errors import ToolMissing
+
 import numpy as np
 
 from .audio import AudioNotFoundError, CorruptAudioError, EmptyAudioError, UnsupportedAudioError
@@ -128,7 +130,7 @@ def parse_playlist(path: str | os.PathLike) -> Playlist:
 def _ffmpeg() -> str:
     exe = shutil.which("ffmpeg")
     if exe is None:
-        raise RuntimeError("HLS input needs ffmpeg on PATH (Debian: apt-get install ffmpeg)")
+        raise ToolMissing("HLS input needs ffmpeg on PATH (Debian: apt-get install ffmpeg)")
     return exe
 
 
@@ -152,7 +154,7 @@ def _check_segment(seg: Segment) -> str | None:
 def _probe(path: str) -> tuple[int, int]:
     exe = shutil.which("ffprobe")
     if exe is None:
-        raise RuntimeError("HLS input needs ffprobe on PATH (Debian: apt-get install ffmpeg)")
+        raise ToolMissing("HLS input needs ffprobe on PATH (Debian: apt-get install ffmpeg)")
     r = subprocess.run([exe, "-v", "error", "-select_streams", "a:0", "-show_entries",
                         "stream=sample_rate,channels", "-of", "csv=p=0", path],
                        capture_output=True, text=True)

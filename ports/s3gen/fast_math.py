@@ -10,7 +10,7 @@ inputs use MLX's own functions (the tricks are float32 bit-level).
 ``fused_gelu``, ``fused_mish`` and ``fused_softmax`` run through ``mx.compile``, which fuses the
 ~25 arithmetic passes (MLX caches the kernels on disk). Compilation needs the C++ compiler of MLX's
 CPU JIT. ``AUDIO_PORTS_MLX_COMPILE=0`` turns it off (same functions, uncompiled, slower); with it
-on, a failed compilation is a RuntimeError naming the cause, never a silent switch.
+on, a failed compilation is a ToolMissing (a RuntimeError) naming the cause, never a silent switch.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import math
 import os
 
 from ports.common.blas import import_mlx
+from ports.common.errors import ToolMissing
 from ports.common.mlx_layers import exp_arith as fast_exp  # noqa: F401 (shared fast ops)
 from ports.common.mlx_layers import sigmoid_arith as sigmoid  # noqa: F401
 from ports.common.mlx_layers import tanh_arith as tanh  # noqa: F401
@@ -142,7 +143,7 @@ def mlx_compiled(fn):
                     f = mx.compile(fn)
                     mx.eval(f(mx.zeros((2, 3), x.dtype)))
                 except Exception as err:
-                    raise RuntimeError(
+                    raise ToolMissing(
                         f"MLX could not compile {fn.__name__} for {x.dtype} ({type(err).__name__}: "
                         f"{err}). MLX's CPU JIT needs a working C++ compiler; set {COMPILE_ENV}=0 "
                         "to run the S3Gen flow's activations uncompiled (slower)") from err
@@ -169,7 +170,7 @@ def _check_compiler(name: str) -> None:
     try:
         mx.eval(mx.compile(lambda a: a * 2.0 + 1.0)(mx.zeros((2, 3))))
     except Exception as err:
-        raise RuntimeError(
+        raise ToolMissing(
             f"MLX could not compile {name} ({type(err).__name__}: {err}). MLX's CPU JIT needs a "
             f"working C++ compiler; set {COMPILE_ENV}=0 to run S3Gen uncompiled (slower)") from err
     _compiler_checked = True
@@ -192,7 +193,7 @@ def compiled_method(method):
             try:
                 f = mx.compile(lambda *a: method(self, *a), inputs=self.state)
             except Exception as err:
-                raise RuntimeError(f"MLX could not compile {name} ({type(err).__name__}: {err}); "
+                raise ToolMissing(f"MLX could not compile {name} ({type(err).__name__}: {err}); "
                                    f"set {COMPILE_ENV}=0 to run S3Gen uncompiled (slower)") from err
             object.__setattr__(self, attr, f)
         return f(*args)
