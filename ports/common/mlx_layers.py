@@ -2,8 +2,8 @@
 
 MLX on x86 CPUs has no SIMD: ``mx.sigmoid``/``mx.tanh``/``mx.exp`` cost ~20 ns per element,
 single-threaded. Inside ``mx.compile`` the CPU backend emits a C++ loop built with the system
-``g++ -O3``, which auto-vectorises plain arithmetic; so ``tanh``/``sigmoid`` written as a rational
-function run at ~3 ns per element there (~3e-7 absolute error, below fp32 parity tolerances).
+``g++ -O3``, which turns plain arithmetic into one loop; so ``exp``/``tanh``/``sigmoid`` written
+from arithmetic (Cephes' formulas, ~1 ulp like libm's) run several times faster there.
 Outside ``mx.compile``, or without a compiler, they would be ~20 separate ops: use
 ``activations(jit)`` to pick the right pair.
 
@@ -21,14 +21,13 @@ from .blas import import_mlx
 mx = import_mlx()
 import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 
-# Eigen's float tanh: odd 13/6 rational approximation on [-7.905, 7.905], where tanh rounds
-# to +-1 in float32 (max abs error ~3e-7 against float64 tanh).
-_TANH_CLAMP = 7.90531110763549805
-_TANH_P = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05,
-           5.12229709037114e-08, -8.60467152213735e-11, 2.00018790482477e-13,
-           -2.76076847742355e-16)
-_TANH_Q = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04,
-           1.19825839466702e-06)
+# Cephes expf: Cody-Waite reduction by ln 2 and a degree-5 polynomial, ~1 ulp.
+_EXP_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+          1.6666665459e-1, 5.0000001201e-1)
+_EXP_LO, _EXP_HI = -87.33654, 88.72283
+# Cephes tanhf below |x| = 0.625 (odd polynomial: full relative precision near 0).
+_TANH_P = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
+           -3.33332819422e-1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -41,30 +40,38 @@ def on_gpu() -> bool:
     return mx.default_device() == mx.gpu
 
 
-def tanh_arith(x):
-    """``tanh`` from +, *, / and abs only (vectorised when fused by ``mx.compile`` on CPU).
-
-    Finite inputs: ~3.6e-7 absolute error. ``+-inf`` give NaN (the LSTM gates never are).
-    """
-    # Clamp to +-7.905 without Minimum/Maximum (their NaN branch stops g++ vectorising the
-    # loop): r = relu(|x| - A) is exactly 0 inside the range, so x is kept bit for bit there;
-    # outside, x / (1 + r / A) = A sign(x) up to rounding. Halves avoid overflow near 3e38.
-    e = mx.abs(x) - _TANH_CLAMP
-    r = 0.5 * e + 0.5 * mx.abs(e)
-    x = x / (1.0 + r * (1.0 / _TANH_CLAMP))
-    x2 = x * x
-    # Estrin-style grouping keeps the fused graph shallow (MLX splits fusions deeper than 11)
-    x4 = x2 * x2
-    x8 = x4 * x4
-    p = ((_TANH_P[0] + _TANH_P[1] * x2) + (_TANH_P[2] + _TANH_P[3] * x2) * x4
-         + ((_TANH_P[4] + _TANH_P[5] * x2) + _TANH_P[6] * x4) * x8)
-    q = (_TANH_Q[0] + _TANH_Q[1] * x2) + (_TANH_Q[2] + _TANH_Q[3] * x2) * x4
-    return x * p / q
+def exp_arith(x):
+    """``exp`` of float32 from arithmetic, a floor and a bit shift (~1 ulp, like libm's)."""
+    xc = mx.clip(x, _EXP_LO, _EXP_HI)
+    n = mx.floor(xc * 1.44269504088896341 + 0.5)
+    r = xc - n * 0.693359375  # ln 2 split in two, so n * ln 2 is exact
+    r = r - n * -2.12194440e-4
+    p = _EXP_P[0]
+    for c in _EXP_P[1:]:
+        p = p * r + c
+    y = p * (r * r) + r + 1.0
+    two_n = mx.left_shift(n.astype(mx.int32) + 127, 23).view(mx.float32)
+    return mx.where(x < _EXP_LO, 0.0, y * two_n)
 
 
 def sigmoid_arith(x):
-    """``sigmoid(x) = (1 + tanh(x / 2)) / 2`` with the arithmetic tanh."""
-    return 0.5 + 0.5 * tanh_arith(0.5 * x)
+    """``1 / (1 + exp(-x))`` with :func:`exp_arith`: relative precision also where the gate is
+    near 0. (``(1 + tanh(x/2)) / 2`` loses it there: 1.8e-7 absolute on values of 1e-5, which real
+    segmentation-3.0 LSTMs amplified past the original's own fp32 error.)"""
+    return 1.0 / (1.0 + exp_arith(-x))
+
+
+def tanh_arith(x):
+    """``tanh`` as Cephes computes it: an odd polynomial below 0.625, else
+    ``1 - 2 / (exp(2|x|) + 1)`` with the sign of ``x``; ~1e-7 absolute and relative, like libm."""
+    a = mx.abs(x)
+    z = x * x
+    p = _TANH_P[0]
+    for c in _TANH_P[1:]:
+        p = p * z + c
+    small = p * z * x + x
+    big = 1.0 - 2.0 / (exp_arith(2.0 * a) + 1.0)
+    return mx.where(a < 0.625, small, mx.where(x < 0, -big, big))
 
 
 def activations(jit: bool | None = None):

@@ -23,7 +23,9 @@ SENTENCES = [
     "Speaker diarization answers the question of who spoke when.",
     "Every benchmark reports a ratio against the original.",
 ]
-VOICES = ("en-us+m3", "en-us+f3")
+VOICES = ("en-us+m3", "en-us+f3", "en-gb+m7")
+# (speed, pitch) per voice: distinct enough for a speaker model to tell apart
+STYLES = ((150, 40), (165, 65), (135, 20))
 
 
 class EspeakMissing(UserError, RuntimeError):
@@ -55,11 +57,14 @@ class Turn:
 
 
 def conversation(seconds: float = 60.0, *, sr: int = 16000, seed: int = 0,
-                 noise_db: float = -45.0) -> tuple[np.ndarray, list[Turn]]:
-    """Two voices taking turns, sometimes overlapping, with pauses and background noise.
+                 noise_db: float = -45.0, speakers: int = 2) -> tuple[np.ndarray, list[Turn]]:
+    """Two (or three: ``speakers``) voices taking turns, sometimes overlapping, with pauses and
+    background noise.
 
     Returns the waveform (exactly ``seconds`` long) and the reference turns.
     """
+    if not 1 <= speakers <= len(VOICES):
+        raise ValueError(f"speakers must be 1..{len(VOICES)}, got {speakers}")
     rng = np.random.default_rng(seed)
     n = int(round(seconds * sr))
     out = np.zeros(n, np.float32)
@@ -67,9 +72,10 @@ def conversation(seconds: float = 60.0, *, sr: int = 16000, seed: int = 0,
     t = 0.5
     i = 0
     while t < seconds - 1.0:
-        spk = i % 2
+        spk = i % speakers
+        speed, pitch = STYLES[spk]
         x = 0.5 * espeak(SENTENCES[i % len(SENTENCES)], voice=VOICES[spk], sr=sr,
-                         speed=150 + 15 * spk, pitch=40 + 25 * spk)
+                         speed=speed, pitch=pitch)
         a = int(t * sr)
         b = min(n, a + x.size)
         out[a:b] += x[: b - a]

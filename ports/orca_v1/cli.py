@@ -18,7 +18,8 @@ def register(sub) -> None:
                        description="Detect Southern Resident killer-whale calls. Files are cut "
                        "into 60-s minutes like the live system; each minute is scored with 2-s "
                        "windows (1-s hop) and decided with the production rule.")
-    p.add_argument("audio", nargs="+", help="audio files (WAV: PCM 8/16/24/32-bit or float32)")
+    p.add_argument("audio", nargs="+", help="audio files (WAV: PCM 8/16/24/32-bit or float32), "
+                   "HLS playlists (.m3u8) or folders holding one")
     p.add_argument("--model", default=HF_REPO,
                    help=f"HF repo id, folder or checkpoint (model.safetensors, fastai model.pkl); "
                    f"default {HF_REPO}")
@@ -51,7 +52,6 @@ def cmd_detect(args) -> int:
     import torch
 
     from .config import OrcaConfig
-    from .decisions import orcahello_json
     from .pipeline import OrcaDetector
 
     if args.threads:
@@ -60,10 +60,13 @@ def cmd_detect(args) -> int:
                                   aggregation=args.aggregation, batch_size=args.batch_size,
                                   minute_s=None if args.whole_file else _D.minute_s)
     cfg = dataclasses.replace(OrcaConfig(), detect=det_cfg)
+    from ports.common.hls import is_hls
+
     from .frontend import source_info
 
-    for a in args.audio:  # a bad file is reported before the model load
-        source_info(a)
+    for a in args.audio:  # a bad file is reported before the model load (HLS: per segment)
+        if not is_hls(a):
+            source_info(a)
     det = OrcaDetector.from_pretrained(args.model, cfg=cfg, device=args.device)
     keep = bool(args.dump_spectrograms)
     results = []
@@ -78,14 +81,7 @@ def cmd_detect(args) -> int:
         for d in r.detections:
             print(f"  {d.start_s:8.1f} - {d.end_s:8.1f} s  confidence {d.confidence:.3f}")
     if args.json:
-        docs = []
-        for r in results:
-            for m in r.minutes:
-                if m.global_prediction:
-                    docs.append(orcahello_json(m, audio_uri=r.path, source_guid=args.source_guid,
-                                               timestamp=f"+{m.offset_s:.0f}s"))
-        Path(args.json).write_text(json.dumps({"files": [r.to_dict() for r in results],
-                                               "orcahello": docs}, indent=2))
+        write_detect_json(args.json, results, source_guid=args.source_guid)
     if args.csv:
         with open(args.csv, "w", newline="") as fh:
             w = csv.writer(fh)
@@ -118,6 +114,37 @@ def cmd_detect(args) -> int:
     if args.plot:
         plot_detections(results[0], args.plot)
     return 0
+
+
+def detect_document(results, *, source_guid: str = "") -> dict:
+    """The ``--json`` document (also what ``ports batch detect`` writes per input): every file's
+    result, plus one OrcaHello document per positive minute. Timestamps are absolute ISO UTC
+    when the input is an HLS folder named by its unix start time (as the live system writes
+    them), else ``+<offset>s``. Document ids are uuid5 of (audio, timestamp): reruns give the
+    same ids."""
+    import uuid
+
+    from ports.common.hls import is_hls, iso_utc, stream_start_unix
+
+    from .decisions import orcahello_json
+
+    docs = []
+    for r in results:
+        t0 = stream_start_unix(r.path) if is_hls(r.path) else None
+        for m in r.minutes:
+            if m.global_prediction:
+                ts = f"+{m.offset_s:.0f}s" if t0 is None else iso_utc(t0 + m.offset_s)
+                docs.append(orcahello_json(m, audio_uri=r.path, source_guid=source_guid,
+                                           timestamp=ts,
+                                           uid=str(uuid.uuid5(uuid.NAMESPACE_URL,
+                                                              f"{r.path}#{ts}"))))
+    return {"files": [r.to_dict() for r in results], "orcahello": docs}
+
+
+def write_detect_json(path, results, *, source_guid: str = "") -> None:
+    from ports.common.atomic import write_text
+
+    write_text(path, json.dumps(detect_document(results, source_guid=source_guid), indent=2))
 
 
 def plot_detections(result, out_png: str, max_cols: int = 4000) -> None:

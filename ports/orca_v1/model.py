@@ -130,3 +130,45 @@ def random_init_(model: OrcaResNet50, seed: int = 0) -> OrcaResNet50:
                 fan_in = t[0].numel()
                 t.copy_(torch.randn(t.shape, generator=g) * (2.0 / fan_in) ** 0.5)
     return model
+
+
+def _fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """Eval-mode BatchNorm folded into the conv before it: w' = w * g / sqrt(v + eps),
+    b' = beta - mean * g / sqrt(v + eps) (float64 arithmetic, rounded once to float32)."""
+    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                      conv.padding, conv.dilation, conv.groups, bias=True)
+    w = conv.weight.double() * scale.reshape(-1, 1, 1, 1)
+    b = bn.bias.double() - bn.running_mean.double() * scale
+    if conv.bias is not None:
+        b = b + conv.bias.double() * scale
+    with torch.no_grad():
+        fused.weight.copy_(w.float())
+        fused.bias.copy_(b.float())
+    return fused
+
+
+@torch.no_grad()
+def fold_batchnorm(model: OrcaResNet50) -> OrcaResNet50:
+    """Inference copy with every conv -> BatchNorm2d pair folded into one conv (the BatchNorm
+    becomes Identity). Same parameter names for the convs; eval mode only. Scores move by
+    float32 rounding only (tests: within 1e-5 of the unfolded forward)."""
+    import copy
+
+    m = copy.deepcopy(model).eval()
+
+    def fold(parent, conv_name, bn_name):
+        setattr(parent, conv_name, _fold_conv_bn(getattr(parent, conv_name),
+                                                 getattr(parent, bn_name)))
+        setattr(parent, bn_name, nn.Identity())
+
+    fold(m, "conv1", "bn1")
+    for layer in (m.layer1, m.layer2, m.layer3, m.layer4):
+        for blk in layer:
+            for i in (1, 2, 3):
+                fold(blk, f"conv{i}", f"bn{i}")
+            if blk.downsample is not None:
+                ds = blk.downsample
+                ds[0] = _fold_conv_bn(ds[0], ds[1])
+                ds[1] = nn.Identity()
+    return m

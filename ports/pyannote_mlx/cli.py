@@ -43,11 +43,34 @@ def count_segments(count, frames) -> list[tuple[float, float, int]]:
     return out
 
 
-def write_rttm(path, uri: str, regions) -> None:
+def rttm_text(uri: str, regions) -> str:
     uri = uri.replace(" ", "_") or "audio"
-    with open(path, "w") as fh:
-        for s, e in regions:
-            fh.write(f"SPEAKER {uri} 1 {s:.3f} {e - s:.3f} <NA> <NA> SPEECH <NA> <NA>\n")
+    return "".join(f"SPEAKER {uri} 1 {s:.3f} {e - s:.3f} <NA> <NA> SPEECH <NA> <NA>\n"
+                   for s, e in regions)
+
+
+def write_rttm(path, uri: str, regions) -> None:
+    from ports.common.atomic import write_text
+
+    write_text(path, rttm_text(uri, regions))
+
+
+def segment_document(seg, audio, model) -> tuple[list, dict]:
+    """(speech regions, the ``--json`` document); shared with ``ports batch segment``."""
+    count, count_frames = seg.speaker_count()
+    regions = seg.speech_regions()
+    segs = count_segments(count, count_frames)
+    doc = {"audio": str(audio), "model": str(model), "duration_s": seg.duration_s,
+           "sample_rate": seg.sample_rate, "chunks": int(seg.multilabel.shape[0]),
+           "chunk_duration_s": seg.chunks.duration, "chunk_step_s": seg.chunks.step,
+           "speech": [[s, e] for s, e in regions],
+           "speaker_count": [[s, e, k] for s, e, k in segs],
+           "overlap": [[s, e] for s, e, k in segs if k >= 2]}
+    return regions, doc
+
+
+def segment_json_text(doc: dict) -> str:
+    return json.dumps(doc, indent=1)
 
 
 def plot(path, seg, vad, vad_frames, count, count_frames, regions) -> None:
@@ -112,14 +135,9 @@ def cmd_segment(args) -> int:
         write_rttm(args.rttm, Path(args.audio).stem, regions)
         print(f"wrote {args.rttm}")
     if args.json:
-        segs = count_segments(count, count_frames)
-        doc = {"audio": str(args.audio), "model": str(args.model), "duration_s": seg.duration_s,
-               "sample_rate": seg.sample_rate, "chunks": int(seg.multilabel.shape[0]),
-               "chunk_duration_s": seg.chunks.duration, "chunk_step_s": seg.chunks.step,
-               "speech": [[s, e] for s, e in regions],
-               "speaker_count": [[s, e, k] for s, e, k in segs],
-               "overlap": [[s, e] for s, e, k in segs if k >= 2]}
-        Path(args.json).write_text(json.dumps(doc, indent=1))
+        from ports.common.atomic import write_text
+
+        write_text(args.json, segment_json_text(segment_document(seg, args.audio, args.model)[1]))
         print(f"wrote {args.json}")
     if args.plot:
         plot(args.plot, seg, vad, vad_frames, count, count_frames, regions)

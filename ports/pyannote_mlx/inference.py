@@ -275,11 +275,8 @@ class SegmentationInference:
         if batch:
             flush()
         n = counted[0]
-        min_samples = self.config.receptive_field_size(1)
-        if n < min_samples:
-            raise EmptyAudioError(f"audio has {n} samples: at least {min_samples} "
-                                  f"({min_samples / sample_rate * 1000:.0f} ms, one output frame) "
-                                  "are needed")
+        if n == 0:
+            raise EmptyAudioError("audio has no samples")
         return Segmentation(
             multilabel=np.concatenate(labels), chunks=Window(0.0, self.duration, self.step),
             frames=self.frames, num_samples=n, sample_rate=sample_rate, has_last_chunk=has_last,
@@ -287,7 +284,9 @@ class SegmentationInference:
 
     def __call__(self, waveform: np.ndarray, sample_rate: int = 16000, *,
                  keep_logprobs: bool = False, hook=None) -> Segmentation:
-        """``waveform``: (N,) or (1, N) float mono audio at the model's sample rate."""
+        """``waveform``: (N,) or (1, N) float mono audio at the model's sample rate. Like
+        pyannote's ``Inference``, audio shorter than one window (even one sample) becomes a
+        single zero-padded chunk."""
         x = np.asarray(waveform)
         if x.ndim == 2:
             if x.shape[0] != 1:
@@ -295,7 +294,7 @@ class SegmentationInference:
             x = x[0]
         if x.ndim != 1:
             raise ValueError(f"expected (N,) or (1, N) audio, got shape {x.shape}")
-        x = check_waveform(x, "waveform", min_samples=self.config.receptive_field_size(1))
+        x = check_waveform(x, "waveform")
         return self.slide_blocks([x], sample_rate, keep_logprobs=keep_logprobs, hook=hook,
                                  total_samples=x.shape[0])
 

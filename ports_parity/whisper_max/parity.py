@@ -167,7 +167,15 @@ def real_report(wav=None, report: ParityReport | None = None, return_result: boo
         fw = WhisperModel(str(whisper_tiny_en()), device="cpu", compute_type="float32")
         fw_feats = np.array(fw.model.encode(ctranslate2.StorageView.from_array(mel[None]),
                                             to_cpu=True))[0]
-        report.compare("tiny.en features vs faster-whisper fp32", feats, fw_feats, max_abs=1e-3)
+        # fp32 vs fp32 again: where both are > 5e-4 from exact arithmetic (silence-heavy windows,
+        # see above) 1e-3 can be exceeded by two equally good encoders; judge both against the
+        # float64 reference: the port must be at least as accurate as faster-whisper's fp32.
+        err_fw = float(np.abs(fw_feats - exact).max())
+        report.compare("tiny.en features vs faster-whisper fp32", feats, fw_feats,
+                       max_abs=max(1e-3, err_port + err_fw),
+                       detail="1e-3, or both sides' float64 errors added when larger")
+        report.check("tiny.en port vs float64 <= faster-whisper fp32 vs float64",
+                     err_port <= err_fw, f"port {err_port:.3g}, faster-whisper fp32 {err_fw:.3g}")
         segs, _ = fw.transcribe(wav, beam_size=1, language="en", temperature=0.0)
         fw_text = "".join(s.text for s in segs).strip()
         report.check("tiny.en text vs faster-whisper fp32", fw_text == got["text"].strip(),

@@ -28,6 +28,21 @@ def test_stable_reductions_match_float64():
     np.testing.assert_allclose(y, ref, atol=2e-5)
 
 
+def test_sums_of_long_constant_runs_match_float64():
+    """A zero-padded chunk after a norm and a conv is one value repeated ~5000 times; a sequential
+    float32 sum rounds the same way at every step (2e-5 off for a 512-block), torch's is ~5e-8."""
+    from ports.common import mlx_ops
+    import mlx.core as mx
+
+    rng = np.random.default_rng(1)
+    x = np.full((4, 80, 5325), 0.17500469, np.float32)
+    x[..., :33] = rng.uniform(0.1, 1.8, (4, 80, 33)).astype(np.float32)
+    x64 = x.astype(np.float64)
+    xm = mx.array(x)
+    np.testing.assert_allclose(np.array(mlx_ops.mean(xm, -1)), x64.mean(-1), rtol=5e-7)
+    np.testing.assert_allclose(np.array(mlx_ops.var(xm, -1)), x64.var(-1), rtol=1e-6)
+
+
 def test_mlx_strict_loading_names_keys():
     import mlx.nn as nn
     import pytest

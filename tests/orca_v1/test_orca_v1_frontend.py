@@ -11,7 +11,8 @@ import torch
 
 from ports.common.audio import AudioError, NonFiniteAudioError, UnsupportedAudioError
 from ports.orca_v1 import frontend as F
-from ports_parity.orca_v1.parity import GOLDEN_FILES, golden_dir, load_golden, torchaudio_reference_mels
+from ports_parity.orca_v1.parity import (GOLDEN_CROSS_HOST_DB, GOLDEN_FILES, golden_dir, load_golden,
+                                         torchaudio_reference_mels)
 
 
 def _sf_pcm16(v):
@@ -92,7 +93,6 @@ def test_golden_mel_equals_torchaudio_on_this_host(name):
     assert float(np.abs(mel - ref).max()) == 0.0
 
 
-_HOST = {}
 _REF: dict = {}
 _FEATS: dict = {}
 
@@ -109,16 +109,11 @@ def _torchaudio_ref(name, g):
     return _REF[name]
 
 
-def _host_reproduces_golden() -> bool:
-    if "ok" not in _HOST:
-        g, _ = load_golden("short48k_2p5s")
-        _HOST["ok"] = bool(np.array_equal(_torchaudio_ref("short48k_2p5s", g),
-                                          g["mels"][:, :, :157]))
-    return _HOST["ok"]
-
-
 @pytest.mark.parametrize("name", GOLDEN_FILES)
-def test_golden_mels_bit_exact(name):
+def test_golden_mels_within_cross_host_rounding(name):
+    """The golden mels come from a CPU whose FFT rounds differently: the port must equal the
+    original on this host (test above) and stay within the original's own cross-host rounding of
+    the golden values; the figure is printed."""
     g, _ = load_golden(name)
     f = _feats(name)
     np.testing.assert_array_equal(f.starts, g["starts"])
@@ -126,14 +121,24 @@ def test_golden_mels_bit_exact(name):
     assert f.mels.shape == g["mels"].shape and f.mels.dtype == np.float32
     assert (f.mels[:, :, 157:] == 0.0).all() and (g["mels"][:, :, 157:] == 0.0).all()
     d = float(np.abs(f.mels - g["mels"]).max())
-    if d != 0.0 and not _host_reproduces_golden():
-        ref = _torchaudio_ref(name, g)
-        d_orig = float(np.abs(ref - g["mels"][:, :, :157]).max())
-        assert d == d_orig  # the port is exactly as far from the golden as the original here
-        pytest.xfail(f"this host's MKL FFT / ATen SIMD kernels round differently from the machine "
-                     f"that made the golden data: torchaudio itself misses it by {d_orig:.3g} dB "
-                     f"here (port: {d:.3g} dB); pcm20k is bit-exact")
-    assert d == 0.0
+    d_orig = float(np.abs(_torchaudio_ref(name, g) - g["mels"][:, :, :157]).max())
+    print(f"{name}: max|port - golden| {d:.3g} dB, max|original here - golden| {d_orig:.3g} dB")
+    assert d == d_orig  # the port equals the original here, so it is exactly as far
+    assert d <= GOLDEN_CROSS_HOST_DB
+
+
+def test_parity_report_rows_pass():
+    """`ports parity orca_v1` (and the demo) states (a), (b), (c) per file, and passes."""
+    from ports_parity.orca_v1.parity import run
+
+    rep = run(quick=True)
+    print(rep.table())
+    rep.assert_passed()
+    names = [st.name for st in rep.stages]
+    for n in GOLDEN_FILES[1:]:
+        assert {f"{n}: stage B mel == original on this host",
+                f"{n}: stage C vs golden (cross-host rounding)",
+                f"{n}: stage A/B 20 kHz PCM16 == golden"} <= set(names)
 
 
 def test_stage_c_pad_and_crop():
