@@ -6,14 +6,13 @@ names mirror the original's state dict (see ``convert.py`` for the few differenc
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 from ports.common.blas import import_mlx
 
 mx = import_mlx()  # the optimized BLAS must be global before MLX loads
 import mlx.nn as nn  # noqa: E402
 
 from ports.common import mlx_layers, mlx_ops  # noqa: E402
+from ports.common.mlx_layers import Conv1d, Linear  # noqa: E402
 
 from .config import (CONV_CHANNELS, CONV_KERNEL, POOL, SINC_FILTERS, SINC_KERNEL,
                      SegmentationConfig)
@@ -84,34 +83,39 @@ def _sum_time(x):
     return x.sum(axis=1, keepdims=True)
 
 
-def pool_norm_leaky_relu(x, weight, bias, take_abs: bool = False):
-    """``leaky_relu(InstanceNorm1d(MaxPool1d(3)(|x| or x)))`` on channels-last (B, T, C).
+@mx.compile
+def _affine(x, mean, scale, bias):
+    return (x - mean) * scale + bias
 
-    Pooling (with the abs) is one fused pass over three strided views; the statistics are tree
-    sums over T (two-pass variance, as ``mlx_ops.var``); normalise, affine and leaky_relu are one
-    fused pass.
-    """
-    x = (_abs_max3 if take_abs else _max3)(*_pool3_views(x))
+
+def instance_norm(x, weight, bias, leaky: bool = False):
+    """``InstanceNorm1d(C, affine=True)`` over T of channels-last (B, T, C), optionally followed
+    by ``leaky_relu``: tree sums (two-pass variance, as ``mlx_ops.var``), then one fused pass
+    (centre, scale by weight * rstd, shift)."""
     t = x.shape[1]
     mean = _sum_time(x) / t
     var = _sum_time(_centered_square(x, mean)) / t
-    return _norm_affine_leaky_relu(x, mean, weight * mx.rsqrt(var + EPS), bias)
+    scale = weight * mx.rsqrt(var + EPS)
+    return (_norm_affine_leaky_relu if leaky else _affine)(x, mean, scale, bias)
+
+
+def pool_norm_leaky_relu(x, weight, bias, take_abs: bool = False):
+    """``leaky_relu(InstanceNorm1d(MaxPool1d(3)(|x| or x)))`` on channels-last (B, T, C); the
+    pooling (with the abs) is one fused pass over three strided views."""
+    x = (_abs_max3 if take_abs else _max3)(*_pool3_views(x))
+    return instance_norm(x, weight, bias, leaky=True)
 
 
 class InstanceNorm(nn.Module):
-    """``InstanceNorm1d(C, affine=True)`` (no running stats), statistics over T."""
+    """``InstanceNorm1d(C, affine=True)`` (no running stats) on channels-last (B, T, C)."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.weight = mx.ones((channels,))
         self.bias = mx.zeros((channels,))
 
-    def __call__(self, x, channels_last: bool = True):
-        # mlx_ops reductions are blocked two-level sums: MLX's own drift on 160k samples.
-        if channels_last:
-            x = x.transpose(0, 2, 1)
-        y = mlx_ops.instance_norm(x, self.weight, self.bias, EPS)
-        return y.transpose(0, 2, 1) if channels_last else y
+    def __call__(self, x):
+        return instance_norm(x, self.weight, self.bias)
 
 
 class SincConv(nn.Module):
@@ -128,30 +132,20 @@ class SincConv(nn.Module):
         return mx.conv1d(x, self.weight, stride=self.stride)
 
 
-class Conv1d(nn.Module):
-    def __init__(self, cin: int, cout: int, k: int):
-        super().__init__()
-        self.weight = mx.zeros((cout, k, cin))
-        self.bias = mx.zeros((cout,))
-
-    def __call__(self, x):
-        return mx.conv1d(x, self.weight) + self.bias
-
-
 class SincNet(nn.Module):
     def __init__(self, stride: int = 10):
         super().__init__()
         self.wav_norm1d = InstanceNorm(1)
         self.conv1d = [SincConv(stride), Conv1d(SINC_FILTERS, CONV_CHANNELS, CONV_KERNEL),
-                       Conv1d(CONV_CHANNELS, CONV_CHANNELS, CONV_KERNEL)]
+                       Conv1d(CONV_CHANNELS, CONV_CHANNELS, CONV_KERNEL)]  # shifted GEMMs
         self.norm1d = [InstanceNorm(SINC_FILTERS), InstanceNorm(CONV_CHANNELS),
                        InstanceNorm(CONV_CHANNELS)]
 
     def stages(self, waveforms):
         """Yield (name, activation) after each stage; activations are channels-last."""
-        x = self.wav_norm1d(waveforms, channels_last=False)  # (B, 1, N)
-        yield "wav_norm", x
-        x = x.reshape(x.shape[0], -1, 1)  # (B, N, 1): one channel, no transpose
+        b, _, n = waveforms.shape
+        x = self.wav_norm1d(waveforms.reshape(b, n, 1))  # (B, N, 1): one channel, no transpose
+        yield "wav_norm", x.reshape(b, 1, n)
         for c, (conv, norm) in enumerate(zip(self.conv1d, self.norm1d)):
             x = conv(x)
             if c == 0:
@@ -170,23 +164,23 @@ class BiLSTM(nn.Module):
 
     Gates i, f, g, o as torch. ``bias_l{k}`` is torch's ``bias_ih + bias_hh``, and the g-gate rows
     of ``weight_ih``/``weight_hh``/``bias`` are pre-scaled by 2 at conversion, so that one sigmoid
-    over all 4H gate rows gives the four gates (tanh(x) = 2 sigmoid(2x) - 1).
+    over all gate rows gives the four gates (tanh(x) = 2 sigmoid(2x) - 1).
 
-    Layout: time-major, feature-major, batch-minor ``(T, C, B)``. The input projection of every
-    step and both directions is one matmul per layer; each step is then ``W_hh @ h + xp[t]`` on a
-    contiguous ``(4H, B)`` block, whose gate slices are contiguous row blocks, so the fused
-    elementwise kernel of ``mx.compile`` takes its contiguous (vectorised) path.
+    Layout: feature-major, time, batch-minor ``(C, T, B)``. Per layer, the input projection of
+    every step of both directions is one batched matmul (the backward direction reads the
+    time-reversed input), laid out gate-major ``(4 gates, 2 directions, H, T, B)``. Each step is
+    then one batched ``addmm`` for both directions and one fused elementwise kernel over
+    contiguous ``(2, H, B)`` gate blocks: MLX on CPU costs ~10 us per primitive and ~30 us per
+    compiled call whatever the batch, so the step count, not the FLOPs, sets the small-batch time.
     """
 
-    # Fused-step kinds: "jit" (mx.compile, arithmetic sigmoid/tanh on CPU, MLX's on GPU) or
-    # "eager" (one mx.sigmoid + mx.tanh per step). None: "jit" on the GPU, "eager" on the CPU:
-    # with real segmentation-3.0 weights the CPU-compiled step ended 1.5x further from the
+    # "jit": the step under mx.compile (arithmetic sigmoid/tanh on CPU, MLX's own on GPU);
+    # "eager": mx.sigmoid/mx.tanh ops. None: "jit" on the GPU, "eager" on the CPU: with real
+    # segmentation-3.0 weights the CPU-compiled step ended 1.5x further from the
     # original-in-float64 than the original's own fp32 on short (mostly padded) chunks, over the
     # 1.25x bound, while the eager step stays within it (tests/pyannote_mlx/test_pyannote_mlx_real.py).
     step_kind: str | None = None
-    # Run the two directions on two CPU streams (threads); both directions are independent.
-    direction_streams: bool = True
-    # async_eval every so many steps: the streams start while Python still builds the graph.
+    # async_eval every so many steps: MLX starts computing while Python still builds the graph.
     async_every: int = 32
 
     def __init__(self, input_size: int, hidden: int, num_layers: int, bidirectional: bool = True):
@@ -205,70 +199,58 @@ class BiLSTM(nn.Module):
     def _kind(self) -> str:
         return self.step_kind or ("jit" if mlx_layers.on_gpu() else "eager")
 
-    def _direction_streams(self):
-        global _cpu_streams
-        if not self.direction_streams or mlx_layers.on_gpu():
-            return None, None
-        if _cpu_streams is None:
-            _cpu_streams = (mx.new_stream(mx.cpu), mx.new_stream(mx.cpu))
-        return _cpu_streams
+    def _gate_major(self, name: str, k: int):
+        """(4H, ...) forward and reverse parameters -> (4 gates, 2 directions, H, ...)."""
+        p = self.parameters()
+        w = mx.stack([p[f"{name}_l{k}"], p[f"{name}_l{k}_reverse"]])  # (2, 4H, ...)
+        w = w.reshape(2, 4, self.hidden, *w.shape[2:])
+        return mx.swapaxes(w, 0, 1)
 
     def layer(self, x, k: int):
-        """One bidirectional layer: (T, In, B) -> (T, 2H, B) = [forward; backward]."""
-        t_len, _, b = x.shape
+        """One bidirectional layer: (In, T, B) -> (2H, T, B) = [forward; backward]."""
+        n_in, t_len, b = x.shape
         n = self.hidden
-        p = self.parameters()
-        w_ih = mx.concatenate([p[f"weight_ih_l{k}"], p[f"weight_ih_l{k}_reverse"]])  # (8H, In)
-        bias = mx.concatenate([p[f"bias_l{k}"], p[f"bias_l{k}_reverse"]])[:, None]
-        xp = mx.addmm(bias, w_ih, x)  # (T, 8H, B)
-        # One Split primitive hands out every step's (4H, B) block: MLX CPU costs ~10 us per
-        # primitive, the per-step budget at small batch.
-        xs = (mx.split(xp[:, :4 * n], t_len, axis=0), mx.split(xp[:, 4 * n:], t_len, axis=0))
+        xs = mx.stack([x, x[:, ::-1]]).reshape(2, n_in, t_len * b)  # backward: reversed time
+        w_ih = self._gate_major("weight_ih", k)  # (4, 2, H, In)
+        bias = self._gate_major("bias", k)[..., None]  # (4, 2, H, 1)
+        xp = mx.addmm(bias, w_ih, xs).reshape(4, 2, n, t_len, b)
+        # one Split primitive hands out every step's (4, 2, H, 1, B) block
+        xp_steps = mx.split(xp, t_len, axis=3)
+        w_hh = self._gate_major("weight_hh", k)  # (4, 2, H, H)
         step = step_fn(self._kind())
-        streams = self._direction_streams()
-        outs = ([None] * t_len, [None] * t_len)
-        state = []
-        for sfx in ("", "_reverse"):
-            zero = mx.zeros((n, b), dtype=x.dtype)
-            state.append([p[f"weight_hh_l{k}{sfx}"], zero, zero])
+        h = c = mx.zeros((1, 2, n, b), dtype=x.dtype)
+        outs = []
         for i in range(t_len):
-            for d in range(2):
-                t = i if d == 0 else t_len - 1 - i
-                w_hh, h, c = state[d]
-                with mx.stream(streams[d]) if streams[d] is not None else nullcontext():
-                    h, c = step(xs[d][t], w_hh, h, c)
-                state[d][1:] = h, c
-                outs[d][t] = h
+            h, c = step(xp_steps[i], w_hh, h, c)
+            outs.append(h)
             if self.async_every and i % self.async_every == self.async_every - 1:
-                mx.async_eval(state[0][1], state[1][1])
-        # concatenate + reshape: mx.stack would add one reshape primitive per step
-        fwd = mx.concatenate(outs[0], axis=0).reshape(t_len, n, b)
-        bwd = mx.concatenate(outs[1], axis=0).reshape(t_len, n, b)
-        return mx.concatenate([fwd, bwd], axis=1)
+                mx.async_eval(h)
+        hs = mx.concatenate(outs, axis=0)  # (T, 2, H, B); the backward half in reversed time
+        return mx.concatenate([hs[:, 0].transpose(1, 0, 2), hs[::-1, 1].transpose(1, 0, 2)],
+                              axis=0)
 
     def __call__(self, x):
-        """(T, In, B) -> (T, 2H, B)."""
+        """(In, T, B) -> (2H, T, B)."""
         for k in range(self.num_layers):
             x = self.layer(x, k)
         return x
 
 
 def _step_math(sigmoid, tanh, xp_t, w_hh, h, c):
-    """xp_t (1, 4H, B) input projection with pre-scaled g rows -> new (h, c), each (H, B)."""
-    s = sigmoid(mx.addmm(xp_t[0], w_hh, h))
-    i, f, g2, o = mx.split(s, 4, axis=0)  # one primitive, contiguous row blocks
+    """One step of both directions: xp_t (4, 2, H, 1, B) input projections (pre-scaled g rows),
+    w_hh (4, 2, H, H), h and c (1, 2, H, B) -> new (h, c)."""
+    s = sigmoid(mx.addmm(mx.squeeze(xp_t, 3), w_hh, h))  # (4, 2, H, B), contiguous
+    i, f, g2, o = mx.split(s, 4, axis=0)  # one primitive, contiguous (1, 2, H, B) blocks
     c = f * c + i * (2.0 * g2 - 1.0)
     return o * tanh(c), c
 
 
 STEP_KINDS = ("jit", "eager")
 _step_cache: dict = {}
-_cpu_streams = None
 
 
 def step_fn(kind: str):
-    """The LSTM step for ``kind``, built on first use (``mx.compile`` is lazy, but keep imports
-    free of MLX work)."""
+    """The LSTM step for ``kind``, built on first use."""
     key = (kind, mlx_layers.on_gpu())
     if key not in _step_cache:
         if kind == "jit":
@@ -281,16 +263,6 @@ def step_fn(kind: str):
             raise ValueError(f"unknown LSTM step kind {kind!r} (expected one of {STEP_KINDS})")
         _step_cache[key] = fn
     return _step_cache[key]
-
-
-class Linear(nn.Module):
-    def __init__(self, n_in: int, n_out: int):
-        super().__init__()
-        self.weight = mx.zeros((n_out, n_in))
-        self.bias = mx.zeros((n_out,))
-
-    def __call__(self, x):
-        return mx.addmm(self.bias, x, self.weight.T)
 
 
 class PyanNet(nn.Module):
@@ -310,11 +282,11 @@ class PyanNet(nn.Module):
             waveforms = waveforms[:, None]
         for name, x in self.sincnet.stages(waveforms):
             yield name, x
-        x = x.transpose(1, 2, 0)  # (B, T, C) -> (T, C, B), the LSTM's layout
+        x = x.transpose(2, 1, 0)  # (B, T, C) -> (C, T, B), the LSTM's layout
         for k in range(self.lstm.num_layers):
             x = self.lstm.layer(x, k)
-            yield f"lstm{k}", x.transpose(2, 0, 1)
-        x = x.transpose(2, 0, 1)
+            yield f"lstm{k}", x.transpose(2, 1, 0)
+        x = x.transpose(2, 1, 0)
         for k, lin in enumerate(self.linear):
             x = leaky_relu(lin(x))
             yield f"linear{k}", x
@@ -341,7 +313,7 @@ class PyanNet(nn.Module):
                 mx.eval(part)
                 parts.append(part)
             x = mx.concatenate(parts, axis=0)
-        x = self.lstm(x.transpose(1, 2, 0)).transpose(2, 0, 1)
+        x = self.lstm(x.transpose(2, 1, 0)).transpose(2, 1, 0)
         for lin in self.linear:
             x = leaky_relu(lin(x))
         x = self.classifier(x)

@@ -94,7 +94,7 @@ def run(quick: bool = False) -> BenchReport:
                           meta={**meta, "audio_s": 3600.0}))
     report = run_cases("pyannote_mlx", cases)
     for row in report.cases:
-        if row.get("original_s"):
+        if row.get("original_s") and row.get("port_s"):  # both sides timed in this process
             row["throughput_vs_torch"] = row["original_s"] / row["port_s"]
             row["port_x_realtime"] = row["audio_s"] / row["port_s"]
     if not quick:

@@ -34,6 +34,17 @@ def test_stages(fx):
     assert labels["classes_seen"] >= 5, labels
 
 
+def test_stages_compiled_lstm_step(fx, monkeypatch):
+    """The LSTM step under mx.compile (the GPU default; on the CPU with the arithmetic
+    sigmoid/tanh) holds the same per-stage bounds as the default eager CPU step."""
+    from ports.pyannote_mlx.model import BiLSTM
+
+    monkeypatch.setattr(BiLSTM, "step_kind", "jit")
+    r = ParityReport("pyannote_mlx")
+    parity.compare_stages(r, fx.model, fx.orig, fx.chunks)
+    r.assert_passed()
+
+
 def test_inference_conversation(fx):
     """>= 60 s two-voice espeak-ng conversation with noise/silence; length needs the padded chunk."""
     r = ParityReport("pyannote_mlx")

@@ -1,0 +1,54 @@
+"""ports.common.mlx_layers: arithmetic activations and the shifted-GEMM conv against references."""
+import numpy as np
+import pytest
+
+from ports.common import mlx_layers as L
+
+mx = L.mx
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_arith_activations_match_float64(fused):
+    x = np.concatenate([np.linspace(-40, 40, 400_001), [0.0, -0.0, 1e-30, 1e10, -3e38, 3e38]])
+    x = x.astype(np.float32)
+    x64 = x.astype(np.float64)
+    tanh = mx.compile(L.tanh_arith) if fused else L.tanh_arith
+    sig = mx.compile(L.sigmoid_arith) if fused else L.sigmoid_arith
+    t = np.array(tanh(mx.array(x))).astype(np.float64)
+    s = np.array(sig(mx.array(x))).astype(np.float64)
+    assert np.abs(t - np.tanh(x64)).max() < 4e-7
+    with np.errstate(over="ignore"):
+        assert np.abs(s - 1 / (1 + np.exp(-x64))).max() < 2e-7
+    inside = np.abs(x) < 7.9
+    assert np.all(np.abs(t[inside]) < 1) and np.all((s >= 0) & (s <= 1))
+
+
+def test_activations_pick():
+    sig, tanh = L.activations(jit=False)
+    assert sig is mx.sigmoid and tanh is mx.tanh
+
+
+@pytest.mark.parametrize("k,dilation,padding", [(5, 1, 0), (3, 2, 0), (1, 1, 0), (3, 1, 1)])
+def test_conv1d_shifted_matches_mx_conv1d(k, dilation, padding):
+    rng = np.random.default_rng(0)
+    conv = L.Conv1d(6, 4, k, dilation=dilation, padding=padding)
+    conv.weight = mx.array(rng.standard_normal((4, k, 6)).astype(np.float32))
+    conv.bias = mx.array(rng.standard_normal(4).astype(np.float32))
+    x = mx.array(rng.standard_normal((3, 40, 6)).astype(np.float32))
+    ref = mx.conv1d(x, conv.weight, dilation=dilation, padding=padding) + conv.bias
+    y = conv(x)
+    assert y.shape == ref.shape
+    np.testing.assert_allclose(np.array(y), np.array(ref), atol=2e-5)
+
+
+def test_conv1d_too_short_is_a_clear_error():
+    conv = L.Conv1d(2, 2, 5)
+    with pytest.raises(ValueError, match="shorter than its 5-frame kernel"):
+        conv(mx.zeros((1, 4, 2)))
+
+
+def test_linear():
+    lin = L.Linear(3, 2)
+    lin.weight = mx.array([[1.0, 2.0, 3.0], [0.0, -1.0, 0.5]])
+    lin.bias = mx.array([0.5, -0.5])
+    np.testing.assert_allclose(np.array(lin(mx.array([[1.0, 1.0, 2.0]]))), [[9.5, -0.5]])
