@@ -32,16 +32,19 @@ def test_batch_segment_equals_ports_segment(tmp_path):
 
 
 def test_batch_transcribe_equals_ports_transcribe(tmp_path, speech16k):
-    """tiny.en (the bundled CTranslate2 copy of the released weights); same writers, same bytes."""
+    """Real tiny.en (the CTranslate2 copy of the released weights); same writers, same bytes."""
     from ports.cli import main
     from ports.common.audio import write_audio
+    from ports_parity.real_weights import whisper_tiny_en
 
+    model = str(whisper_tiny_en())
     d = tmp_path / "in"
     d.mkdir()
     write_audio(d / "hello.wav", speech16k, 16000)
-    assert main(["transcribe", str(d / "hello.wav"), "-f", "all", "-o", str(tmp_path / "s")]) == 0
+    assert main(["transcribe", str(d / "hello.wav"), "-f", "all", "-o", str(tmp_path / "s"),
+                 "--model", model]) == 0
     out = tmp_path / "out"
-    assert main(["batch", "transcribe", str(d), "--out", str(out)]) == 0
+    assert main(["batch", "transcribe", str(d), "--out", str(out), "--model", model]) == 0
     for ext in ("txt", "srt", "json"):
         assert (out / f"hello.{ext}").read_bytes() == (tmp_path / "s" / f"hello.{ext}").read_bytes()
     assert "lazy dog" in (out / "hello.txt").read_text().lower()
