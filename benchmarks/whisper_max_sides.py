@@ -19,11 +19,6 @@ import subprocess
 import sys
 import time
 
-LINES = ["The quick brown fox jumps over the lazy dog.",
-         "Machine learning models run on many different devices.",
-         "Please call Stella and ask her to bring these things from the store."]
-
-
 def tiny_en():
     from ports_parity.real_weights import whisper_tiny_en
 
@@ -31,17 +26,10 @@ def tiny_en():
 
 
 def _speech(seconds_min=35.0):
-    import numpy as np
+    """The harness's speech sample (espeak, > 35 s with pauses), so both measure the same audio."""
+    from ports_parity.whisper_max.bench import _speech as harness_speech
 
-    from ports.common.samples import espeak
-
-    gap = np.zeros(16000 * 2, np.float32)
-    parts, n = [], 0
-    while n < seconds_min * 16000:
-        for s in LINES:
-            parts += [espeak(s), gap]
-            n += parts[-2].shape[0] + gap.shape[0]
-    return np.concatenate(parts)
+    return harness_speech(seconds_min)
 
 
 def child(case: str, side: str, repeats: int) -> dict:

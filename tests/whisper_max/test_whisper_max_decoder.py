@@ -8,35 +8,9 @@ import pytest
 import torch
 
 from ports.common.samples import espeak
-from ports.whisper_max.convert import load_any
 from ports.whisper_max.pipeline import WhisperMax
 
 from ports_parity.real_weights import whisper_tiny_en
-
-SENTENCES = ["The quick brown fox jumps over the lazy dog.",
-             "Machine learning models run on many different devices.",
-             "Please call Stella and ask her to bring these things with her from the store."]
-
-
-@pytest.fixture(scope="module")
-def port():
-    return WhisperMax.from_pretrained(whisper_tiny_en())
-
-
-@pytest.fixture(scope="module")
-def original(port):
-    import whisper
-
-    _, sd = load_any(whisper_tiny_en())
-    m = whisper.model.Whisper(port.dims.to_openai())
-    m.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
-    return m.eval()
-
-
-@pytest.fixture(scope="module")
-def speech():
-    return espeak(" ".join(SENTENCES[:2]))
-
 
 @pytest.fixture(scope="module")
 def features(original, port, speech):
@@ -155,12 +129,12 @@ def _transcripts_equal(got, want):
         [(s["start"], s["end"], s["tokens"], s["temperature"]) for s in want["segments"]]
 
 
-def test_transcribe_silence_padded_long_beam(port, original):
+def test_transcribe_silence_padded_long_beam(port, original, sentences):
     """> 30 s with 3-s silences (condition_on_previous_text, timestamps), greedy and beam 5."""
     import whisper
 
     gap = np.zeros(16000 * 3, np.float32)
-    wav = np.concatenate([p for s in SENTENCES * 2 for p in (espeak(s), gap)])
+    wav = np.concatenate([p for s in sentences * 2 for p in (espeak(s), gap)])
     assert wav.shape[0] > 16000 * 32
     for opts in (dict(temperature=(0.0, 0.2, 0.4)), dict(temperature=0.0, beam_size=5)):
         got = port.transcribe(wav, **opts)

@@ -7,36 +7,8 @@ import pytest
 import torch
 
 from ports.common.samples import espeak
-from ports.whisper_max.convert import load_any
 from ports_parity.whisper_max.parity import openai_float64_features
-from ports.whisper_max.pipeline import WhisperMax
 from ports_parity.real_weights import whisper_tiny_en
-
-SENTENCES = ["The quick brown fox jumps over the lazy dog.",
-             "Machine learning models run on many different devices.",
-             "Please call Stella and ask her to bring these things with her from the store."]
-
-
-@pytest.fixture(scope="module")
-def port():
-    return WhisperMax.from_pretrained(whisper_tiny_en())
-
-
-@pytest.fixture(scope="module")
-def original(port):
-    """openai-whisper's Whisper with the same converted weights (its own encoder)."""
-    import whisper
-
-    _, sd = load_any(whisper_tiny_en())
-    m = whisper.model.Whisper(port.dims.to_openai())
-    m.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
-    return m.eval()
-
-
-@pytest.fixture(scope="module")
-def speech():
-    return espeak(" ".join(SENTENCES[:2]))
-
 
 def test_bundled_checkpoint_is_tiny_en(port):
     assert port.dims.n_audio_state == 384 and port.dims.n_audio_layer == 4
@@ -75,13 +47,13 @@ def test_faster_whisper_fp32_second_reference(port, speech):
     assert port.transcribe(speech, temperature=0.0)["text"].strip() == fw_text
 
 
-def test_long_audio_is_windowed_like_openai(port, original):
+def test_long_audio_is_windowed_like_openai(port, original, sentences):
     """> 30 s: openai-whisper's own 30-s windowing, same segments as the original."""
     import whisper
 
     gap = np.zeros(16000 * 4, np.float32)
     parts = []
-    for s in SENTENCES * 2:
+    for s in sentences * 2:
         parts += [espeak(s), gap]
     wav = np.concatenate(parts)
     assert wav.shape[0] > 16000 * 35
