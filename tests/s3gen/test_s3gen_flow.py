@@ -18,8 +18,8 @@ from ports.common.convert import ConversionError, KeyMap  # noqa: E402
 from ports.common.mlx_weights import param_shapes  # noqa: E402
 from ports.s3gen import fast_math as FM  # noqa: E402
 from ports.s3gen import flow as F  # noqa: E402
-from ports.s3gen.config import SPEECH_VOCAB_SIZE  # noqa: E402
-from ports_parity.s3gen.originals import build_original_flow, port_from_original  # noqa: E402
+from ports_parity.s3gen.originals import (build_original_flow, flow_inputs,  # noqa: E402
+                                          port_from_original)
 
 ENC_MAX_ABS = 1e-4
 
@@ -67,15 +67,6 @@ def standard():
 def meanflow():
     flow_t = _build_original(True, 4321)
     return flow_t, _build_port(flow_t, True)
-
-
-def _inputs(n_tok: int, n_prompt: int, seed: int):
-    rng = np.random.default_rng(seed)
-    tok = rng.integers(0, SPEECH_VOCAB_SIZE, (1, n_tok))
-    ptok = rng.integers(0, SPEECH_VOCAB_SIZE, (1, n_prompt))
-    pfeat = (rng.standard_normal((1, 2 * n_prompt, 80)) * 2.0 - 5.0).astype(np.float32)
-    xvec = rng.standard_normal((1, 192)).astype(np.float32)
-    return tok, ptok, pfeat, xvec
 
 
 def _run_original(flow_t, tok, ptok, pfeat, xvec, seed: int, meanflow: bool):
@@ -139,7 +130,7 @@ def _report(rows):
 
 
 def _parity(flow_t, port, n_tok, n_prompt, seed, meanflow):
-    tok, ptok, pfeat, xvec = _inputs(n_tok, n_prompt, seed)
+    tok, ptok, pfeat, xvec = flow_inputs(n_tok, n_prompt, seed)
     ref = _run_original(flow_t, tok, ptok, pfeat, xvec, seed, meanflow)
     mel, st = port.inference(tok, [n_tok], ptok, [n_prompt], pfeat, xvec, noise=ref["noise"],
                              meanflow=meanflow, return_stages=True)
@@ -178,7 +169,7 @@ def test_flow_parity_meanflow(meanflow):
 def test_encoder_parity_100_tokens(standard):
     """Encoder + mu for 100 tokens with a 1 s (25-token) prompt, through the original's modules."""
     flow_t, port = standard
-    tok, ptok, pfeat, xvec = _inputs(100, 25, 3)
+    tok, ptok, pfeat, xvec = flow_inputs(100, 25, 3)
     all_tok = torch.from_numpy(np.concatenate([ptok, tok], axis=1))
     with torch.inference_mode():
         h, _ = flow_t.encoder(flow_t.input_embedding(all_tok), torch.tensor([all_tok.shape[1]]))
@@ -212,7 +203,7 @@ def test_flow_rules_strict(standard):
 
 def test_bad_input(standard):
     _, port = standard
-    tok, ptok, pfeat, xvec = _inputs(5, 0, 1)
+    tok, ptok, pfeat, xvec = flow_inputs(5, 0, 1)
     with pytest.raises(ValueError, match=r"\[0, 6560\]"):
         port.inference(np.array([[1, 6561]]), None, ptok, None, pfeat, xvec)
     with pytest.raises(ValueError, match=r"\[0, 6560\]"):
@@ -234,7 +225,7 @@ def test_half_precision_runs(standard):
     from mlx.utils import tree_map
 
     flow_t, port = standard
-    tok, ptok, pfeat, xvec = _inputs(10, 5, 5)
+    tok, ptok, pfeat, xvec = flow_inputs(10, 5, 5)
     noise = np.random.default_rng(0).standard_normal((1, 80, 30)).astype(np.float32)
     ref = np.array(port.inference(tok, None, ptok, None, pfeat, xvec, noise=noise, n_timesteps=2))
     for dt in (mx.bfloat16, mx.float16):
@@ -286,7 +277,7 @@ def test_not_finalized_and_noised_mels(standard, meanflow):
     refuses it; meanflow's `noised_mels` (the generated part of z replaced, as chatterbox's
     S3Token2Wav.flow_inference passes it) matches."""
     flow_t, port = standard
-    tok, ptok, pfeat, xvec = _inputs(20, 10, 21)
+    tok, ptok, pfeat, xvec = flow_inputs(20, 10, 21)
     with pytest.raises(RuntimeError):
         _original_mel(flow_t, tok, ptok, pfeat, xvec, 3, finalize=False, n_timesteps=2)
     with pytest.raises(ValueError, match="finalize"):
