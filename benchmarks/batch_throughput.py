@@ -68,15 +68,13 @@ def main(argv=None) -> int:
     from ports.batch.runner import run_job
     from ports.batch.tasks import DetectTask
     from ports_parity.orca_v1.bench import make_audio
-    from ports.orca_v1.convert import save_hf
-    from ports.orca_v1.model import OrcaResNet50, random_init_
+    from ports_parity.orca_v1 import save_random_weights
 
     d = Path(tempfile.mkdtemp(prefix="batch-bench-"))
     (d / "in").mkdir()
     for i in range(args.files):
         make_audio(d / "in" / f"f{i}.wav", args.seconds, seed=i)
-    m = random_init_(OrcaResNet50(), seed=0)
-    save_hf({k: v.numpy() for k, v in m.state_dict().items()}, d / "w")
+    save_random_weights(d / "w", seed=0)
     srcs = expand([str(d / "in")])
     audio_s = args.files * args.seconds
     res = {"files": args.files, "audio_s": audio_s, "torch_threads": torch.get_num_threads(),

@@ -25,7 +25,8 @@ import numpy as np
 from ports.common.convert import check_keys
 
 from .config import WhisperDims, decoder_shapes
-from .model import LN_EPS, _f32, _matmul_k_chunked, _max, compiled, session
+from .model import (LN_EPS, _f32, _matmul_k_chunked, _max, block_registry_shapes, compiled,
+                    session)
 
 
 def _w(name, shape, placeholder=False):
@@ -34,18 +35,13 @@ def _w(name, shape, placeholder=False):
 
 
 def layer_registry_shapes(D: int) -> dict[str, tuple[int, ...]]:
-    """What one decoder layer binds (linears transposed to (in, out), self q/k/v fused,
-    cross k/v fused)."""
-    return {"attn_ln.weight": (D,), "attn_ln.bias": (D,),
-            "attn.qkv.weight_t": (D, 3 * D), "attn.qkv.bias": (3 * D,),
-            "attn.out.weight_t": (D, D), "attn.out.bias": (D,),
+    """What one decoder layer binds: the encoder block's weights (linears transposed to
+    (in, out), self q/k/v fused) plus cross-attention (cross k/v fused)."""
+    return {**block_registry_shapes(D),
             "cross_attn_ln.weight": (D,), "cross_attn_ln.bias": (D,),
             "cross_attn.query.weight_t": (D, D), "cross_attn.query.bias": (D,),
             "cross_attn.kv.weight_t": (D, 2 * D), "cross_attn.kv.bias": (2 * D,),
-            "cross_attn.out.weight_t": (D, D), "cross_attn.out.bias": (D,),
-            "mlp_ln.weight": (D,), "mlp_ln.bias": (D,),
-            "mlp.0.weight_t": (D, 4 * D), "mlp.0.bias": (4 * D,),
-            "mlp.2.weight_t": (4 * D, D), "mlp.2.bias": (D,)}
+            "cross_attn.out.weight_t": (D, D), "cross_attn.out.bias": (D,)}
 
 
 def decoder_registry(w: Mapping[str, np.ndarray], n_layer: int) -> dict[str, np.ndarray]:

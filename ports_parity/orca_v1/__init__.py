@@ -9,6 +9,17 @@ from ports.common.lazy import exports
 __getattr__, __dir__ = exports(__name__, {"run_parity": "parity:run", "run_bench": "bench:run"})
 
 
+def save_random_weights(folder: str | Path, seed: int) -> Path:
+    """A seeded random-weight OrcaResNet50 written as an HF folder (model.safetensors +
+    config.json), for tests and benchmarks: no real orca weights can be had offline."""
+    from ports.orca_v1.convert import save_hf
+    from ports.orca_v1.model import OrcaResNet50, random_init_
+
+    m = random_init_(OrcaResNet50(), seed=seed)
+    save_hf({k: v.numpy() for k, v in m.state_dict().items()}, folder)
+    return Path(folder)
+
+
 def demo(out_dir: Path):
     """Random-weight model on generated hydrophone-like audio (no real OrcaHello weights can be
     had offline): writes the detection outputs and returns the golden parity report.

@@ -8,13 +8,9 @@ from batch_audio import hydrophone
 
 @pytest.fixture(scope="session")
 def orca_weights(tmp_path_factory):
-    from ports.orca_v1.convert import save_hf
-    from ports.orca_v1.model import OrcaResNet50, random_init_
+    from ports_parity.orca_v1 import save_random_weights
 
-    d = tmp_path_factory.mktemp("orca_w")
-    m = random_init_(OrcaResNet50(), seed=3)
-    save_hf({k: v.numpy() for k, v in m.state_dict().items()}, d)
-    return d
+    return save_random_weights(tmp_path_factory.mktemp("orca_w"), seed=3)
 
 
 @pytest.fixture(scope="session")

@@ -83,13 +83,9 @@ def test_merge_and_orcahello_json():
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    from ports.orca_v1.convert import save_hf
-    from ports.orca_v1.model import OrcaResNet50, random_init_
+    from ports_parity.orca_v1 import save_random_weights
 
-    d = tmp_path_factory.mktemp("w")
-    m = random_init_(OrcaResNet50(), seed=3)
-    save_hf({k: v.numpy() for k, v in m.state_dict().items()}, d)
-    return d
+    return save_random_weights(tmp_path_factory.mktemp("w"), seed=3)
 
 
 def test_detect_cli_outputs(tmp_path, weights, capsys):
