@@ -14,10 +14,12 @@ from .errors import UserError
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
-# Range reads: a buffered fsspec file fetches what is read plus this much ahead, so a header
-# probe or a one-minute slice does not download the whole object.
-INFO_BLOCK = 1 << 18
-READ_BLOCK = 1 << 22
+# Range reads ("readahead" cache: each miss fetches what is asked plus one block), so a header
+# probe or a one-minute slice does not download the whole object. Measured over HTTP on a
+# 115-MB 48-kHz stereo WAV: info 0.07 MB in 1 GET; one minute (11.5 MB) 12.7 MB in 13 GETs
+# (4-MB blocks: 17 MB, the header read alone fetching a whole block).
+INFO_BLOCK = 1 << 16
+READ_BLOCK = 1 << 20
 
 
 def is_url(path) -> bool:
@@ -72,7 +74,7 @@ def stat(url: str) -> dict:
 def open_url(url: str, block_size: int = READ_BLOCK):
     fs, p = url_fs(url)
     try:
-        return fs.open(p, "rb", block_size=block_size)
+        return fs.open(p, "rb", block_size=block_size, cache_type="readahead")
     except FileNotFoundError:
         raise FileNotFoundError(f"{url}: no such file") from None
 
