@@ -1,7 +1,8 @@
 """fsspec URLs as inputs (``memory://``, in this process; ``file://`` on Ray is in
 test_batch_ray.py): the same outputs and rows as the local files, with the URL in place of the
-path; HLS streams and manifests by URL; the single-file commands; up-front errors for a missing
-backend, an unknown protocol and a missing URL."""
+path; HLS streams and manifests by URL; the single-file commands (detect, segment; transcribe
+reads through the same ``load_audio``); up-front errors for a missing backend, an unknown
+protocol and a missing URL."""
 from __future__ import annotations
 
 import json
@@ -173,3 +174,22 @@ def test_bad_urls_fail_up_front(monkeypatch, bucket, tmp_path, capsys):
         err = capsys.readouterr().err
         assert msg in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists()
+
+
+def test_ports_segment_takes_a_url(bucket, tmp_path):
+    from ports.cli import main
+    from ports.common.audio import write_audio
+    from ports_parity.pyannote_mlx import parity
+
+    fs, name = bucket
+    fx = parity.fixture(12.5)
+    wav = tmp_path / "conv.wav"
+    write_audio(wav, np.stack([fx.wav * 0.5, fx.wav]), 16000)
+    url = f"memory://{name}/talks/conv.wav"
+    fs.pipe(url, wav.read_bytes())
+    for src, tag in ((url, "u"), (str(wav), "p")):
+        assert main(["segment", src, "--model", str(fx.checkpoint), "--rttm",
+                     str(tmp_path / f"{tag}.rttm"), "--json", str(tmp_path / f"{tag}.json")]) == 0
+    assert (tmp_path / "u.rttm").read_bytes() == (tmp_path / "p.rttm").read_bytes()
+    assert (tmp_path / "u.json").read_text() == (tmp_path / "p.json").read_text().replace(
+        str(wav), url)
