@@ -29,11 +29,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from .errors import ToolMissing
-
 import numpy as np
 
+from . import remote
 from .audio import AudioNotFoundError, CorruptAudioError, EmptyAudioError, UnsupportedAudioError
+from .errors import ToolMissing, UserError
 from .remote import is_url
 
 PLAYLIST_NAMES = ("live.m3u8",)  # preferred when a folder holds several playlists
@@ -71,8 +71,6 @@ class Playlist:
 
 def _url_playlists(url: str) -> list[str] | None:
     """The ``*.m3u8`` directly in URL folder ``url`` (None: not a folder)."""
-    from . import remote
-
     try:
         if remote.stat(url).get("type") != "directory":
             return None
@@ -85,9 +83,7 @@ def _url_playlists(url: str) -> list[str] | None:
 
 def is_hls(path: str | os.PathLike) -> bool:
     if is_url(path):
-        from .remote import url_path
-
-        return url_path(path).suffix.lower() == ".m3u8" or bool(_url_playlists(path))
+        return remote.url_path(path).suffix.lower() == ".m3u8" or bool(_url_playlists(path))
     p = Path(path)
     if p.suffix.lower() == ".m3u8":
         return True
@@ -97,9 +93,7 @@ def is_hls(path: str | os.PathLike) -> bool:
 def find_playlist(path: str | os.PathLike) -> Path | str:
     """The playlist file (a URL stays a string)."""
     if is_url(path):
-        from .remote import url_path
-
-        if url_path(path).suffix.lower() == ".m3u8":
+        if remote.url_path(path).suffix.lower() == ".m3u8":
             return path
         found = _url_playlists(path)
         if found is None:
@@ -123,9 +117,7 @@ def find_playlist(path: str | os.PathLike) -> Path | str:
 def stream_start_unix(path: str | os.PathLike) -> int | None:
     """The stream start when the HLS folder is named by a unix time (Orcasound layout)."""
     if is_url(path):
-        from .remote import url_path
-
-        p = url_path(path)  # the bucket/key path: its folder names the stream
+        p = remote.url_path(path)  # the bucket/key path: its folder names the stream
     else:
         p = Path(path)
     folder = p.parent if p.suffix.lower() == ".m3u8" else p
@@ -143,8 +135,6 @@ def parse_playlist(path: str | os.PathLike) -> Playlist:
     pl_path = find_playlist(path)
     try:
         if is_url(pl_path):
-            from . import remote
-
             text = remote.read_bytes(pl_path).decode(errors="replace")
             base = remote.parent(pl_path)
         else:
@@ -171,9 +161,7 @@ def parse_playlist(path: str | os.PathLike) -> Playlist:
             if "://" in ln:
                 where = ln
             elif is_url(pl_path):
-                from .remote import join
-
-                where = join(base, ln)
+                where = remote.join(base, ln)
             else:
                 where = str(pl_path.parent / ln)
             segs.append(Segment(len(segs), ln, where, dur, off))
@@ -196,11 +184,8 @@ def _local_copy(seg: Segment, tmp: str) -> tuple[str, str | None]:
     and ffprobe read files."""
     if not is_url(seg.path):
         return seg.path, None
-    from .errors import UserError
-    from .remote import read_bytes
-
     try:
-        data = read_bytes(seg.path)
+        data = remote.read_bytes(seg.path)
     except FileNotFoundError:
         return "", f"{seg.uri}: missing"
     except (OSError, UserError) as err:
