@@ -10,13 +10,15 @@ def register(sub) -> None:
     p = sub.add_parser(
         "batch", help="run detect/segment/transcribe over many inputs (local or Ray)",
         description="Inputs are files, folders (searched recursively for audio files and HLS "
-        "playlists), globs, or --manifest. Each input's outputs go to OUT under its relative "
+        "playlists), globs, or --manifest; each may be a path or an fsspec URL (s3://bucket/"
+        "prefix/, gs://..., with that protocol's fsspec package installed on every worker). Each input's outputs go to OUT under its relative "
         "path, in the single-file command's formats; OUT/results.parquet has one row per unit "
         "of work (a minute for detect, a file otherwise). Exit 0 when every input succeeded.")
     p.add_argument("task", choices=TASKS)
     p.add_argument("inputs", nargs="*", metavar="INPUT")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--manifest", metavar="F", help="one path per line, or CSV with a path column")
+    p.add_argument("--manifest", metavar="F", help="one path or URL per line, or CSV with a path column "
+                   "(relative entries: relative to the manifest)")
     p.add_argument("--engine", choices=("local", "ray"), default="local")
     p.add_argument("--ray-address", metavar="ADDR",
                    help="existing Ray cluster (e.g. ray://head:10001 or auto); default: start a "

@@ -9,8 +9,9 @@ Checked against the Ray 2.60 source:
   turns it into an error row. ``max_errored_blocks`` (drops blocks silently) is not used.
 * Only ``OMP_NUM_THREADS`` is set by Ray; the BLAS/MKL thread variables go through
   ``runtime_env``.
-* Rows are units (source, index, offset) as JSON: paths travel, never models or arrays. Order is
-  not kept: the driver keys rows and sorts when it merges.
+* Rows are units (source, index, offset) as JSON: paths and URLs travel, never models, arrays
+  or open files (each actor opens a URL itself). Order is not kept: the driver keys rows and
+  sorts when it merges.
 """
 from __future__ import annotations
 

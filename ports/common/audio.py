@@ -3,9 +3,12 @@
 Channel policy (``channels=``): ``"mean"`` averages all channels (mono result), ``"first"`` keeps
 channel 0, an ``int`` keeps that channel, ``"all"`` returns (C, N). Integer PCM is scaled by
 libsndfile to [-1, 1) (int16 / 32768, etc.). Resampling uses ``scipy.signal.resample_poly``.
+Paths may be fsspec URLs (``s3://``, ``gs://``, ``memory://`` ...): soundfile reads them through
+a buffered file object.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -13,6 +16,8 @@ from pathlib import Path
 from typing import Iterator, Union
 
 import numpy as np
+
+from .remote import INFO_BLOCK, READ_BLOCK, is_url, open_url, stat
 
 Channels = Union[str, int]
 
@@ -47,18 +52,59 @@ def _sf():
     return soundfile
 
 
+@contextlib.contextmanager
+def audio_source(path: str | os.PathLike, block_size: int | None = None):
+    """What soundfile opens for ``path``: the path itself, or for an fsspec URL a buffered
+    file object (range reads: only the bytes soundfile asks for are fetched)."""
+    if not is_url(path):
+        yield str(path)
+        return
+    with open_url(path, block_size or READ_BLOCK) as fh:
+        yield _NamedFile(fh, path)
+
+
+class _NamedFile:
+    """An fsspec file that soundfile's messages name by its URL (they use ``repr(file)``: an
+    object address otherwise, which differs per run and per machine)."""
+
+    def __init__(self, fh, url: str):
+        self._fh, self._url = fh, url
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+    def __repr__(self) -> str:
+        return repr(self._url)
+
+
+def _check_exists(path) -> None:
+    name = path if is_url(path) else Path(path)
+    if is_url(path):
+        try:
+            st = stat(path)
+        except FileNotFoundError:
+            raise AudioNotFoundError(f"{name}: no such audio file") from None
+        is_dir, size = st.get("type") == "directory", st.get("size")
+    else:
+        if not name.exists():
+            raise AudioNotFoundError(f"{name}: no such audio file")
+        is_dir = name.is_dir()
+        size = None if is_dir else name.stat().st_size
+    if is_dir:
+        raise UnsupportedAudioError(f"{name}: is a folder, not an audio file")
+    if size == 0:
+        raise EmptyAudioError(f"{name}: file is empty (0 bytes)")
+
+
 def audio_info(path: str | os.PathLike):
-    """soundfile's info, with clear errors for missing, empty and unreadable files."""
-    p = Path(path)
-    if not p.exists():
-        raise AudioNotFoundError(f"{p}: no such audio file")
-    if p.is_dir():
-        raise UnsupportedAudioError(f"{p}: is a folder, not an audio file")
-    if p.stat().st_size == 0:
-        raise EmptyAudioError(f"{p}: file is empty (0 bytes)")
+    """soundfile's info, with clear errors for missing, empty and unreadable files. ``path`` may
+    be an fsspec URL (``ports.common.remote``)."""
+    _check_exists(path)
+    p = path if is_url(path) else Path(path)
     sf = _sf()
     try:
-        info = sf.info(str(p))
+        with audio_source(p, INFO_BLOCK) as src:
+            info = sf.info(src)
     except sf.LibsndfileError as err:
         msg = str(err)
         kind = UnsupportedAudioError if "unknown format" in msg.lower() or \
@@ -73,12 +119,16 @@ def audio_info(path: str | os.PathLike):
     return info
 
 
-def _declared_frames(path: Path, info) -> int | None:
+def _declared_frames(path, info) -> int | None:
     """Frame count a WAV header declares (libsndfile silently shortens truncated files)."""
     if info.format not in ("WAV", "WAVEX") or not info.subtype.startswith(("PCM", "FLOAT", "DOUBLE")):
         return None
-    with open(path, "rb") as fh:
-        head = fh.read(1 << 16)
+    with audio_source(path, INFO_BLOCK) as src:
+        if isinstance(src, str):
+            with open(src, "rb") as fh:
+                head = fh.read(1 << 16)
+        else:
+            head = src.read(1 << 16)
     pos = 12
     while pos + 8 <= len(head):
         cid, size = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
@@ -184,15 +234,17 @@ def load_audio(path: str | os.PathLike, *, sr: int | None = None, channels: Chan
     """Read ``path`` as float32; returns ``(samples, sample_rate)``.
 
     ``sr`` resamples when the file's rate differs. ``start_s``/``duration_s`` read a slice.
+    ``path`` may be an fsspec URL.
     """
-    p = Path(path)
+    p = path if is_url(path) else Path(path)
     info = audio_info(p)
     sf = _sf()
     first = int(round(start_s * info.samplerate))
     count = -1 if duration_s is None else int(round(duration_s * info.samplerate))
     try:
-        data, file_sr = sf.read(str(p), start=first, frames=count, dtype="float32",
-                                always_2d=True)
+        with audio_source(p) as src:
+            data, file_sr = sf.read(src, start=first, frames=count, dtype="float32",
+                                    always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise CorruptAudioError(f"{p}: reading failed ({err})") from None
     if start_s == 0 and duration_s is None:
@@ -216,7 +268,7 @@ def iter_blocks(path: str | os.PathLike, block_s: float, *, sr: int | None = Non
     sample boundaries that map exactly between the two rates, so the concatenated blocks equal
     resampling the whole file (up to float rounding).
     """
-    p = Path(path)
+    p = path if is_url(path) else Path(path)
     info = audio_info(p)
     sf = _sf()
     src_sr = info.samplerate
@@ -225,7 +277,7 @@ def iter_blocks(path: str | os.PathLike, block_s: float, *, sr: int | None = Non
     up, down = out_sr // g, src_sr // g
     step = max(down, int(round(block_s * src_sr)) // down * down)  # multiple of `down`
     ctx = 0 if up == down else math.ceil(10 * max(up, down) / up / down + 1) * down
-    with sf.SoundFile(str(p)) as fh:
+    with audio_source(p) as src, sf.SoundFile(src) as fh:
         total = fh.frames
         for start in range(0, total, step):
             lo, hi = max(0, start - ctx), min(total, start + step + ctx)

@@ -11,24 +11,30 @@ A minute's offset is the sum of the ``#EXTINF`` durations before its first segme
 named by a unix time gives absolute timestamps (``stream_start_unix``). Missing or undecodable
 segments are left out of their minute and reported in its note; a minute with no usable segment
 is an error, and so is a playlist without segments.
+
+A playlist or folder may be an fsspec URL (``ports.common.remote``): relative segment URIs resolve
+against the playlist's URL, and each segment is copied to a temporary file for ffmpeg.
 """
 from __future__ import annotations
 
 import math
 import os
+import posixpath
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from .errors import ToolMissing
-
 import numpy as np
 
+from . import remote
 from .audio import AudioNotFoundError, CorruptAudioError, EmptyAudioError, UnsupportedAudioError
+from .errors import ToolMissing, UserError
+from .remote import is_url
 
 PLAYLIST_NAMES = ("live.m3u8",)  # preferred when a folder holds several playlists
 
@@ -41,7 +47,7 @@ class HLSError(CorruptAudioError):
 class Segment:
     index: int
     uri: str
-    path: str          # local path ("" when the URI is remote and cannot be read here)
+    path: str          # local path, or fsspec URL (absolute URIs, playlists read by URL)
     duration_s: float  # #EXTINF
     offset_s: float    # sum of the #EXTINF before it
 
@@ -63,14 +69,39 @@ class Playlist:
         return [self.segments[i:i + n] for i in range(0, len(self.segments), n)]
 
 
+def _url_playlists(url: str) -> list[str] | None:
+    """The ``*.m3u8`` directly in URL folder ``url`` (None: not a folder)."""
+    try:
+        if remote.stat(url).get("type") != "directory":
+            return None
+    except FileNotFoundError:
+        return None
+    fs, p = remote.url_fs(url)
+    return sorted(remote.join(url, posixpath.basename(f))
+                  for f in fs.glob(p.rstrip("/") + "/*.m3u8"))
+
+
 def is_hls(path: str | os.PathLike) -> bool:
+    if is_url(path):
+        return remote.url_path(path).suffix.lower() == ".m3u8" or bool(_url_playlists(path))
     p = Path(path)
     if p.suffix.lower() == ".m3u8":
         return True
     return p.is_dir() and any(p.glob("*.m3u8"))
 
 
-def find_playlist(path: str | os.PathLike) -> Path:
+def find_playlist(path: str | os.PathLike) -> Path | str:
+    """The playlist file (a URL stays a string)."""
+    if is_url(path):
+        if remote.url_path(path).suffix.lower() == ".m3u8":
+            return path
+        found = _url_playlists(path)
+        if found is None:
+            raise AudioNotFoundError(f"{path}: no such playlist or folder")
+        if not found:
+            raise AudioNotFoundError(f"{path}: no .m3u8 playlist in this folder")
+        named = [f for f in found if posixpath.basename(f) in PLAYLIST_NAMES]
+        return named[0] if named else found[0]
     p = Path(path)
     if p.is_dir():
         found = sorted(p.glob("*.m3u8"))
@@ -85,7 +116,10 @@ def find_playlist(path: str | os.PathLike) -> Path:
 
 def stream_start_unix(path: str | os.PathLike) -> int | None:
     """The stream start when the HLS folder is named by a unix time (Orcasound layout)."""
-    p = Path(path)
+    if is_url(path):
+        p = remote.url_path(path)  # the bucket/key path: its folder names the stream
+    else:
+        p = Path(path)
     folder = p.parent if p.suffix.lower() == ".m3u8" else p
     name = folder.name
     # 9-11 digits: 1973..5138, avoids taking "live001" style or short numeric names for times
@@ -100,7 +134,13 @@ def iso_utc(unix_s: float) -> str:
 def parse_playlist(path: str | os.PathLike) -> Playlist:
     pl_path = find_playlist(path)
     try:
-        text = pl_path.read_text(errors="replace")
+        if is_url(pl_path):
+            text = remote.read_bytes(pl_path).decode(errors="replace")
+            base = remote.parent(pl_path)
+        else:
+            text = pl_path.read_text(errors="replace")
+    except FileNotFoundError:
+        raise AudioNotFoundError(f"{pl_path}: no such playlist") from None
     except OSError as err:
         raise HLSError(f"{pl_path}: cannot read playlist ({err})") from None
     lines = [ln.strip() for ln in text.splitlines()]
@@ -118,8 +158,13 @@ def parse_playlist(path: str | os.PathLike) -> Playlist:
         elif ln and not ln.startswith("#"):
             if dur is None:
                 raise HLSError(f"{pl_path}: segment {ln} has no #EXTINF duration")
-            local = "" if "://" in ln else str((pl_path.parent / ln))
-            segs.append(Segment(len(segs), ln, local, dur, off))
+            if "://" in ln:
+                where = ln
+            elif is_url(pl_path):
+                where = remote.join(base, ln)
+            else:
+                where = str(pl_path.parent / ln)
+            segs.append(Segment(len(segs), ln, where, dur, off))
             off += dur
             dur = None
     if target <= 0:
@@ -134,11 +179,26 @@ def _ffmpeg() -> str:
     return exe
 
 
-def _check_segment(seg: Segment) -> str | None:
-    """None when the segment decodes cleanly, else why not."""
-    if not seg.path:
-        return f"{seg.uri}: remote segment URIs are not supported (download the stream first)"
-    p = Path(seg.path)
+def _local_copy(seg: Segment, tmp: str) -> tuple[str, str | None]:
+    """(local path, None), or ("", why not): a URL segment is copied into ``tmp`` because ffmpeg
+    and ffprobe read files."""
+    if not is_url(seg.path):
+        return seg.path, None
+    try:
+        data = remote.read_bytes(seg.path)
+    except FileNotFoundError:
+        return "", f"{seg.uri}: missing"
+    except (OSError, UserError) as err:
+        return "", f"{seg.uri}: cannot read ({err})"
+    local = os.path.join(tmp, f"{seg.index:06d}.ts")
+    with open(local, "wb") as fh:
+        fh.write(data)
+    return local, None
+
+
+def _check_segment(seg: Segment, path: str) -> str | None:
+    """None when the segment (at local ``path``) decodes cleanly, else why not."""
+    p = Path(path)
     if not p.is_file():
         return f"{seg.uri}: missing"
     if p.stat().st_size == 0:
@@ -168,14 +228,20 @@ def _probe(path: str) -> tuple[int, int]:
 def decode_segments(segs: list[Segment]) -> tuple[np.ndarray | None, int, list[str]]:
     """Concatenate the usable segments' bytes and decode: ((n, C) float32, rate, problems);
     (None, 0, problems) when no segment is usable."""
-    problems, good = [], []
-    for s in segs:
-        why = _check_segment(s)
-        (problems.append(why) if why else good.append(s))
-    if not good:
-        return None, 0, problems
-    sr, ch = _probe(good[0].path)
-    data = b"".join(Path(s.path).read_bytes() for s in good)
+    problems, good, paths = [], [], []
+    with tempfile.TemporaryDirectory(prefix="ports-hls-") as tmp:
+        for s in segs:
+            local, why = _local_copy(s, tmp)
+            why = why or _check_segment(s, local)
+            if why:
+                problems.append(why)
+            else:
+                good.append(s)
+                paths.append(local)
+        if not good:
+            return None, 0, problems
+        sr, ch = _probe(paths[0])
+        data = b"".join(Path(p).read_bytes() for p in paths)
     r = subprocess.run([_ffmpeg(), "-nostdin", "-v", "error", "-f", "mpegts", "-i", "pipe:0",
                         "-vn", "-f", "s16le", "-acodec", "pcm_s16le", "-ar", str(sr),
                         "-ac", str(ch), "pipe:1"], input=data, capture_output=True)

@@ -19,7 +19,7 @@ def register(sub) -> None:
                        "into 60-s minutes like the live system; each minute is scored with 2-s "
                        "windows (1-s hop) and decided with the production rule.")
     p.add_argument("audio", nargs="+", help="audio files (WAV: PCM 8/16/24/32-bit or float32), "
-                   "HLS playlists (.m3u8) or folders holding one")
+                   "HLS playlists (.m3u8) or folders holding one; paths or fsspec URLs (s3://...)")
     p.add_argument("--model", default=HF_REPO,
                    help=f"HF repo id, folder or checkpoint (model.safetensors, fastai model.pkl); "
                    f"default {HF_REPO}")

@@ -30,7 +30,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ports.common.audio import (AudioError, CorruptAudioError, NonFiniteAudioError,
-                                UnsupportedAudioError, audio_info)
+                                UnsupportedAudioError, audio_info, audio_source)
 
 from .config import FrontendConfig
 
@@ -129,7 +129,8 @@ def read_samples(src: SourceInfo, start: int = 0, frames: int = -1, sf_file=None
             sf_file.seek(start)
             raw = sf_file.read(frames, dtype=dtype, always_2d=True)
         else:
-            raw, _ = sf.read(src.path, start=start, frames=frames, dtype=dtype, always_2d=True)
+            with audio_source(src.path) as f:
+                raw, _ = sf.read(f, start=start, frames=frames, dtype=dtype, always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise CorruptAudioError(f"{src.path}: could not read samples ({err})") from None
     try:
@@ -148,18 +149,19 @@ def iter_minutes(path: str | Path, minute_s: float | None = 60.0
     step = src.frames if minute_s is None else int(round(minute_s * src.samplerate))
     if step <= 0:
         raise ValueError(f"minute_s must be positive, got {minute_s}")
-    try:
-        fh = sf.SoundFile(src.path)
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise CorruptAudioError(f"{src.path}: not a readable audio file ({err})") from None
-    with fh:
-        for start in range(0, src.frames, step):
-            n = min(step, src.frames - start)
-            x = read_samples(src, start, n, sf_file=fh)
-            if x.shape[0] != n:
-                raise CorruptAudioError(f"{src.path}: truncated: expected {n} frames at frame "
-                                        f"{start}, read {x.shape[0]}")
-            yield start / src.samplerate, x, src
+    with audio_source(src.path) as f:
+        try:
+            fh = sf.SoundFile(f)
+        except (sf.LibsndfileError, RuntimeError) as err:
+            raise CorruptAudioError(f"{src.path}: not a readable audio file ({err})") from None
+        with fh:
+            for start in range(0, src.frames, step):
+                n = min(step, src.frames - start)
+                x = read_samples(src, start, n, sf_file=fh)
+                if x.shape[0] != n:
+                    raise CorruptAudioError(f"{src.path}: truncated: expected {n} frames at "
+                                            f"frame {start}, read {x.shape[0]}")
+                yield start / src.samplerate, x, src
 
 
 # ------------------------------------------------------------------ Stage A

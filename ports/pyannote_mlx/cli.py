@@ -13,7 +13,8 @@ def register(sub) -> None:
         description="pyannote segmentation-3.0 on any audio file (downmixed to mono, resampled "
         "to 16 kHz), 10-s windows every 1 s like pyannote.audio's Inference. Prints the speech "
         "regions (VoiceActivityDetection path) and writes RTTM/JSON/plot/raw arrays.")
-    p.add_argument("audio", help="audio file (anything libsndfile reads)")
+    p.add_argument("audio", help="audio file (anything libsndfile reads): a path "
+                   "or an fsspec URL (s3://...)")
     p.add_argument("--model", default=REPO,
                    help=f"HF repo id, folder, pytorch_model.bin or safetensors (default {REPO}; "
                    "the repo is gated: set HF_TOKEN)")

@@ -11,7 +11,7 @@ def register(sub) -> None:
                        description="Transcribe audio with openai-whisper's decoding logic over "
                        "the MAX encoder and decoder. Any sample rate / channel count (mixed to "
                        "mono, resampled to 16 kHz); any length (openai-whisper's 30-s windows).")
-    p.add_argument("audio", nargs="+", help="audio files")
+    p.add_argument("audio", nargs="+", help="audio files: paths or fsspec URLs (s3://...)")
     p.add_argument("--model", default="tiny.en",
                    help="model name (tiny.en, base, ..., large-v3), checkpoint file/folder "
                    "(openai .pt, HF transformers folder, CTranslate2 folder, converted "

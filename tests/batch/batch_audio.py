@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+T0 = 1700000000  # an HLS stream folder's unix start time: 2023-11-14T22:13:20Z
+
 
 def hydrophone(seconds: float, sr: int = 16000, channels: int = 2, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)

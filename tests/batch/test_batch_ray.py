@@ -1,6 +1,8 @@
 """``ports batch`` on Ray (local cluster, 3 CPUs): same bytes as the local engine and the
-single-file command, failed rows, a worker that dies on its first call."""
+single-file command, failed rows, a worker that dies on its first call, file:// URL inputs."""
 from __future__ import annotations
+
+import json
 
 import pytest
 import ray  # the scale extra is part of the test setup (scripts/setup_env.sh)
@@ -9,7 +11,6 @@ from ports.batch.inputs import expand
 from ports.batch.ray_engine import ray_engine_factory
 from ports.batch.runner import STATE_DIR, run_job
 from ports.batch.tasks import DetectTask, make_task
-
 
 
 def read_rows(out):
@@ -68,3 +69,17 @@ def test_worker_dies_on_first_call(local_ray, orca_weights, audio_tree, local_ru
     assert len({(r["source"], r["index"]) for r in rows}) == len(rows) == 4  # each row once
     assert s.failed_sources == [str(audio_tree / "bad.wav")]
     assert outputs(out) == outputs(local_run)
+
+
+def test_ray_reads_file_urls(local_ray, orca_weights, audio_tree, local_run, tmp_path):
+    """A ``file://`` URL folder: the actors open each URL themselves; the same outputs and rows
+    as the local paths, with the URL in their place."""
+    url = audio_tree.as_uri()
+    out = tmp_path / "ray"
+    s = run_job(DetectTask(str(orca_weights), {"minute_s": 10.0}), expand([url]), out,
+                engine=ray_engine_factory(workers=2, progress=False))
+    assert s.failed_sources == [f"{url}/bad.wav"]
+    swap = (str(audio_tree), url)
+    assert outputs(out) == {k: v.decode().replace(*swap).encode()
+                            for k, v in outputs(local_run).items()} and len(outputs(out)) == 2
+    assert read_rows(out) == json.loads(json.dumps(read_rows(local_run)).replace(*swap))

@@ -10,32 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from batch_audio import T0
 
 from ports.batch.inputs import expand
 from ports.batch.runner import run_job
 from ports.batch.tasks import DetectTask
 from ports.common import hls
-
-T0 = 1700000000  # 2023-11-14T22:13:20Z
-
-
-@pytest.fixture(scope="module")
-def stream(tmp_path_factory):
-    """<tmp>/<T0>/live.m3u8 + live000..004.ts: 24 s of 48 kHz stereo AAC in 5-s segments."""
-    import soundfile as sf
-
-    from batch_audio import hydrophone
-
-    base = tmp_path_factory.mktemp("hls")
-    wav = base / "src.wav"
-    sf.write(wav, hydrophone(24.0, 48000, 2, seed=5), 48000, subtype="PCM_16")
-    d = base / "streams" / str(T0)
-    d.mkdir(parents=True)
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(wav), "-c:a", "aac",
-                    "-b:a", "96k", "-f", "hls", "-hls_time", "5", "-hls_list_size", "0",
-                    "-hls_segment_filename", str(d / "live%03d.ts"), str(d / "live.m3u8")],
-                   check=True)
-    return d
 
 
 def detector(weights, minute_s=10.0):
