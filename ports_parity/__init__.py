@@ -27,7 +27,8 @@ class Requirement:
 
 _TORCH = Requirement("torch", "torch")
 REQUIREMENTS: dict[str, tuple[Requirement, ...]] = {
-    "pyannote_mlx": (_TORCH, Requirement("pyannote.audio", "pyannote.audio==4.0.7")),
+    "pyannote_mlx": (_TORCH, Requirement("pyannote.audio", "pyannote.audio==4.0.7"),
+                     Requirement("onnx", "onnx"), Requirement("onnxruntime", "onnxruntime")),
     "s3gen": (_TORCH, Requirement("diffusers", "diffusers==0.29.0"),
               Requirement("conformer", "conformer==0.3.2"), Requirement("librosa", "librosa"),
               Requirement("chatterbox", "chatterbox-tts==0.1.7", no_deps=True),
