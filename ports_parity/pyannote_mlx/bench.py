@@ -4,6 +4,10 @@ Cases: one 10-s chunk (batch 1), 32 chunks (batch 32), a 64-s file and, unless `
 1-hour file (3600 chunks), each through the full sliding-window inference. Peak RSS is the
 process RSS (both frameworks are loaded); ``file 1h`` also records the port's RSS measured in a
 separate process without torch (``port_only_peak_rss_mb``).
+
+Peer cases ("... : MLX vs ONNX Runtime"): the second side is pyannote's own model exported to
+ONNX from the same checkpoint (``onnx_peer``) and run by ONNX Runtime on the 32 chunks and, as the
+model inside pyannote's ``Inference``, on the 64-s file; torch vs ORT is read across the rows.
 """
 from __future__ import annotations
 
@@ -92,11 +96,40 @@ def run(quick: bool = False) -> BenchReport:
         hour = np.resize(fx.wav, 3600 * SR)
         cases.append(Case("file 1h", port_file(hour), orig_file(hour), repeats=1, warmup=0,
                           meta={**meta, "audio_s": 3600.0}))
+    # Last and created lazily (export or cache read, session) inside the first warmup call, so
+    # ORT's thread pool does not exist while the torch cases run.
+    import onnxruntime
+
+    from . import onnx_peer
+
+    peer: dict = {}
+
+    def ort_session():
+        if "sess" not in peer:
+            peer["sess"] = onnx_peer.session(onnx_peer.export_onnx(fx.checkpoint))
+            peer["model"] = onnx_peer.inference_model(orig, peer["sess"])
+        return peer
+
+    def ort_chunks(x):
+        return lambda: onnx_peer.run(ort_session()["sess"], x)
+
+    def ort_file(w):
+        return lambda: parity.original_inference(ort_session()["model"], w)
+
+    pmeta = {**meta, "peer": f"onnxruntime {onnxruntime.__version__}"}
+    cases += [
+        Case("chunk b32: MLX vs ONNX Runtime", port_chunks(b32), ort_chunks(b32),
+             repeats=1 if quick else 3, warmup=1, meta={**pmeta, "audio_s": 320.0}),
+        Case("file 64s: MLX vs ONNX Runtime", port_file(fx.wav), ort_file(fx.wav),
+             repeats=1 if quick else 2, warmup=0, meta={**pmeta, "audio_s": fx.wav.size / SR}),
+    ]
     report = run_cases("pyannote_mlx", cases)
     for row in report.cases:
-        if row.get("original_s") and row.get("port_s"):  # both sides timed in this process
+        # both sides timed in this process, the second being torch
+        if row.get("original_s") and row.get("port_s") and "peer" not in row:
             row["throughput_vs_torch"] = row["original_s"] / row["port_s"]
             row["port_x_realtime"] = row["audio_s"] / row["port_s"]
     if not quick:
-        report.cases[-1].update(_port_only_rss(str(fx.checkpoint), 3600.0))
+        next(r for r in report.cases if r["name"] == "file 1h").update(
+            _port_only_rss(str(fx.checkpoint), 3600.0))
     return report
