@@ -18,20 +18,22 @@ import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 
 from ports.common.convert import Combine, Rule, chain, transpose, weight_norm  # noqa: E402
 
-from . import layers as _layers  # noqa: E402
+from ports.common.mlx_fastmath import (compiled_method, fast_cos, fast_exp, fast_sin,  # noqa: E402
+                                       tanh)
+from ports.common.mlx_layers import (Conv1d, ConvTranspose1d, Linear, conv_transpose1d,  # noqa: E402
+                                     leaky_relu)
+
 from .config import S3GEN_SR, HiFTConfig  # noqa: E402
-from .fast_math import compiled_method, fast_cos, fast_exp, fast_sin, snake, tanh  # noqa: E402
-from .layers import ConvTranspose1d, conv_transpose1d  # noqa: E402
 
 
 def _pad(k: int, d: int = 1) -> int:
     return (k * d - d) // 2
 
 
-def Conv1d(in_ch: int, out_ch: int, k: int, stride: int = 1, padding: int = 0, dilation: int = 1,
-           bias: bool = True):
-    """torch Conv1d (bias by default, as in HiFT) on (B, T, C): the shared im2col + matmul conv."""
-    return _layers.Conv1d(in_ch, out_ch, k, stride, padding, dilation, bias=bias)
+def snake(x, alpha, inv_alpha):
+    """HiFT Snake, x + 1 / (alpha + 1e-9) * sin(alpha x)^2, with inv_alpha = 1 / (alpha + 1e-9)."""
+    s = fast_sin(x * alpha)
+    return x + inv_alpha * (s * s)
 
 
 class Snake(nn.Module):
@@ -69,7 +71,7 @@ class ConvRNNF0Predictor(nn.Module):
             layers.append(Conv1d(in_channels if i == 0 else cond_channels, cond_channels, 3, padding=1))
             layers.append(nn.ELU())
         self.condnet = layers  # keys condnet.0, .2, .4, .6, .8 like the torch Sequential
-        self.classifier = nn.Linear(cond_channels, 1)
+        self.classifier = Linear(cond_channels, 1)
 
     def __call__(self, x):
         """x: (B, T, 80) channels-last mel -> f0 (B, T) in Hz."""
@@ -83,7 +85,7 @@ class SourceModuleHnNSF(nn.Module):
 
     def __init__(self, harmonic_num: int):
         super().__init__()
-        self.l_linear = nn.Linear(harmonic_num + 1, 1)
+        self.l_linear = Linear(harmonic_num + 1, 1)
 
 
 def _frac(x):
@@ -257,7 +259,7 @@ class HiFTGenerator(nn.Module):
         stages["conv_pre"] = x
         nk = len(cfg.resblock_kernel_sizes)
         for i, up in enumerate(self.ups):
-            x = nn.leaky_relu(x, cfg.lrelu_slope)
+            x = leaky_relu(x, cfg.lrelu_slope)
             x = up(x)
             if i == len(self.ups) - 1:
                 x = mx.concatenate([x[:, 1:2], x], axis=1)  # ReflectionPad1d((1, 0))
@@ -271,7 +273,7 @@ class HiFTGenerator(nn.Module):
                 xs = r if xs is None else xs + r
             x = xs / nk
             stages[f"stage.{i}"] = x
-        x = self.conv_post(nn.leaky_relu(x, 0.01))  # F.leaky_relu default slope
+        x = self.conv_post(leaky_relu(x, 0.01))  # F.leaky_relu default slope
         stages["conv_post"] = x
         y = self._spec_to_wav(x)
         stages["istft"] = y

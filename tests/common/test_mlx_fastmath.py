@@ -1,9 +1,9 @@
-"""The MLX compile switch of the flow's fused activations: off on request, a RuntimeError naming the
-cause when compilation fails, never a silent uncompiled run."""
+"""ports.common.mlx_fastmath: the arithmetic activations against float64, and the MLX compile
+switch: off on request, a RuntimeError naming the cause when compilation fails, never silent."""
 import numpy as np
 import pytest
 
-from ports.s3gen import fast_math as FM
+from ports.common import mlx_fastmath as FM
 
 mx = FM.mx
 
