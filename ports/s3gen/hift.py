@@ -19,7 +19,7 @@ import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 from ports.common.convert import Combine, Rule, chain, transpose, weight_norm  # noqa: E402
 
 from ports.common.mlx_fastmath import (compiled_method, fast_cos, fast_exp, fast_sin,  # noqa: E402
-                                       tanh)
+                                       sin_squared, tanh)
 from ports.common.mlx_layers import (Conv1d, ConvTranspose1d, Linear, conv_transpose1d,  # noqa: E402
                                      leaky_relu)
 
@@ -32,8 +32,7 @@ def _pad(k: int, d: int = 1) -> int:
 
 def snake(x, alpha, inv_alpha):
     """HiFT Snake, x + 1 / (alpha + 1e-9) * sin(alpha x)^2, with inv_alpha = 1 / (alpha + 1e-9)."""
-    s = fast_sin(x * alpha)
-    return x + inv_alpha * (s * s)
+    return x + inv_alpha * sin_squared(x * alpha)
 
 
 class Snake(nn.Module):
