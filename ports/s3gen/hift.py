@@ -20,8 +20,8 @@ from ports.common.convert import Combine, Rule, chain, transpose, weight_norm  #
 
 from ports.common.mlx_fastmath import (compiled_method, fast_cos, fast_exp, fast_sin,  # noqa: E402
                                        sin_squared, tanh)
-from ports.common.mlx_layers import (Conv1d, ConvTranspose1d, Linear, conv_transpose1d,  # noqa: E402
-                                     leaky_relu)
+from ports.common.mlx_layers import (Conv1d, ConvTranspose1d, Linear, ParameterFree,  # noqa: E402
+                                     conv_transpose1d, leaky_relu)
 
 from .config import S3GEN_SR, HiFTConfig  # noqa: E402
 
@@ -68,14 +68,16 @@ class ConvRNNF0Predictor(nn.Module):
         layers = []
         for i in range(5):
             layers.append(Conv1d(in_channels if i == 0 else cond_channels, cond_channels, 3, padding=1))
-            layers.append(nn.ELU())
+            layers.append(ParameterFree())  # ELU
         self.condnet = layers  # keys condnet.0, .2, .4, .6, .8 like the torch Sequential
         self.classifier = Linear(cond_channels, 1)
 
+    @compiled_method
     def __call__(self, x):
         """x: (B, T, 80) channels-last mel -> f0 (B, T) in Hz."""
-        for layer in self.condnet:
-            x = layer(x)
+        for conv in self.condnet[::2]:
+            x = conv(x)
+            x = mx.where(x > 0, x, fast_exp(mx.minimum(x, 0.0)) - 1.0)  # ELU (alpha 1), as MLX's
         return mx.abs(self.classifier(x)[..., 0])
 
 

@@ -81,3 +81,14 @@ def test_linear():
     lin.weight = mx.array([[1.0, 2.0, 3.0], [0.0, -1.0, 0.5]])
     lin.bias = mx.array([0.5, -0.5])
     np.testing.assert_allclose(np.array(lin(mx.array([[1.0, 1.0, 2.0]]))), [[9.5, -0.5]])
+
+
+def test_conv_transpose1d_taps_follow_a_weight_load():
+    rng = np.random.default_rng(3)
+    conv = L.ConvTranspose1d(3, 2, 5, 2, 1)
+    x = mx.array(rng.standard_normal((1, 7, 3)).astype(np.float32))
+    conv(x)  # arranges the taps of the zero weight
+    conv.load_weights([("weight", mx.array(rng.standard_normal((2, 5, 3)).astype(np.float32)))],
+                      strict=False)
+    ref = mx.conv_transpose1d(x, conv.weight, stride=2, padding=1) + conv.bias
+    np.testing.assert_allclose(np.array(conv(x)), np.array(ref), atol=2e-5)
