@@ -268,11 +268,7 @@ class HiFTGenerator(nn.Module):
             si = self.source_resblocks[i](self.source_downs[i](s_stft))
             stages[f"source.{i}"] = si
             x = x + si
-            xs = None
-            for j in range(nk):
-                r = self.resblocks[i * nk + j](x)
-                xs = r if xs is None else xs + r
-            x = xs / nk
+            x = self._mean(*[self.resblocks[i * nk + j](x) for j in range(nk)])
             stages[f"stage.{i}"] = x
         x = self.conv_post(leaky_relu(x, 0.01))  # F.leaky_relu default slope
         stages["conv_post"] = x
@@ -280,6 +276,14 @@ class HiFTGenerator(nn.Module):
         stages["istft"] = y
         y = mx.clip(y, -cfg.audio_limit, cfg.audio_limit)
         return (y, stages) if return_stages else y
+
+    @compiled_method
+    def _mean(self, *rs):
+        """The original's ``xs / num_kernels`` (summed in order) as one fused pass."""
+        xs = rs[0]
+        for r in rs[1:]:
+            xs = xs + r
+        return xs / len(rs)
 
     @compiled_method
     def _spec_to_wav(self, x):
