@@ -114,38 +114,102 @@ class Linear(nn.Module):
         return x @ self.weight.T
 
 
-def conv1d_shifted(x, weight, bias=None, dilation: int = 1):
-    """Stride-1, unpadded ``conv1d`` of channels-last (B, T, Cin) by (Cout, K, Cin) as K
-    accumulating GEMMs over the batch flattened into one sequence: no im2col copy (MLX's conv
-    unfolds K * Cin columns per frame). Rows that straddle two batch items are computed and
-    dropped. Same sums as the conv, in K partial sums of Cin terms."""
+def _shifted_gemms(x, taps, bias, dilation: int):
+    """sum_j x[t + j * dilation] @ taps[j] (+ bias) for channels-last (B, T, Cin) and (Cin, N)
+    tap matrices: one accumulating GEMM per tap over the batch flattened into one sequence (rows
+    that straddle two batch items are computed and dropped) -> (B, T - span, N)."""
     b, t, cin = x.shape
-    cout, k, _ = weight.shape
-    span = dilation * (k - 1)
+    span = dilation * (len(taps) - 1)
     t_out = t - span
-    if t_out < 1:
-        raise ValueError(f"conv1d input of {t} frames is shorter than its {span + 1}-frame kernel")
     flat = x.reshape(b * t, cin)
     n = b * t - span
     y = None
-    for j in range(k):
+    for j, wj in enumerate(taps):
         xj = flat[j * dilation:j * dilation + n]
-        wj = weight[:, j].T
         if y is None:
             y = mx.addmm(bias, xj, wj) if bias is not None else xj @ wj
         else:
             y = mx.addmm(y, xj, wj)
-    return mx.pad(y, [(0, span), (0, 0)]).reshape(b, t, cout)[:, :t_out]
+    if b == 1:  # no straddling rows: skip the pad copy
+        return y.reshape(1, t_out, -1)
+    return mx.pad(y, [(0, span), (0, 0)]).reshape(b, t, -1)[:, :t_out]
+
+
+def conv1d_shifted(x, weight, bias=None, dilation: int = 1):
+    """Stride-1, unpadded ``conv1d`` of channels-last (B, T, Cin) by (Cout, K, Cin) as K
+    accumulating GEMMs (``_shifted_gemms``): no im2col copy (MLX's conv unfolds K * Cin columns
+    per frame) and no (T, K * Cout) product to shift-add (3x faster than that on HiFT's k=11
+    dilated convs). Same sums as the conv, in K partial sums of Cin terms."""
+    k = weight.shape[1]
+    span = dilation * (k - 1)
+    if x.shape[1] - span < 1:
+        raise ValueError(f"conv1d input of {x.shape[1]} frames is shorter than its "
+                         f"{span + 1}-frame kernel")
+    return _shifted_gemms(x, [weight[:, j].T for j in range(k)], bias, dilation)
+
+
+def conv1d(x, weight, bias=None, stride: int = 1, padding: int = 0, dilation: int = 1,
+           groups: int = 1):
+    """torch ``conv1d`` of channels-last (B, T, Cin) by (Cout, k, Cin // groups), zero padding
+    both sides. Stride 1: shifted GEMMs (``conv1d_shifted``). Strided: im2col of the strided rows
+    + one matmul (MLX's conv runs a naive loop for those). Groups: ``mx.conv1d``."""
+    if groups != 1:
+        y = mx.conv1d(x, weight, stride=stride, padding=padding, dilation=dilation, groups=groups)
+        return y + bias if bias is not None else y
+    if padding:
+        x = mx.pad(x, [(0, 0), (padding, padding), (0, 0)])
+    if stride == 1:
+        return conv1d_shifted(x, weight, bias, dilation)
+    cout, k, cin = weight.shape
+    t_out = (x.shape[1] - dilation * (k - 1) - 1) // stride + 1
+    if t_out < 1:
+        raise ValueError(f"conv1d input of {x.shape[1]} frames is shorter than its "
+                         f"{dilation * (k - 1) + 1}-frame kernel")
+    span = stride * (t_out - 1) + 1
+    if k == 1:
+        y = x[:, :span:stride] @ weight[:, 0].T
+    else:
+        cols = mx.concatenate([x[:, i * dilation:i * dilation + span:stride] for i in range(k)],
+                              axis=-1)
+        y = cols @ weight.reshape(cout, k * cin).T
+    return y + bias if bias is not None else y
+
+
+def transpose_taps(weight, stride: int):
+    """A (Cout, k, Cin) conv-transpose weight as m = ceil(k / stride) contiguous (Cin, stride * Cout)
+    tap matrices, last tap group first: output block t (stride frames) = sum_j x[t - m + 1 + j] @
+    taps[j]. (Strided slices of the torch layout were copied by MLX on every call.)"""
+    cout, k, cin = weight.shape
+    u = stride
+    m = -(-k // u)
+    if m * u > k:
+        weight = mx.pad(weight, [(0, 0), (0, m * u - k), (0, 0)])
+    taps = mx.transpose(weight.reshape(cout, m, u, cin)[:, ::-1], (1, 3, 2, 0))  # (m, in, u, out)
+    return mx.contiguous(taps.reshape(m, cin, u * cout))
+
+
+def conv_transpose1d(x, weight, stride: int, padding: int = 0, bias=None, *, taps=None):
+    """torch ``conv_transpose1d`` of (B, T, Cin) by (Cout, k, Cin): a stride-1 conv of the input
+    padded by m - 1 = ceil(k / stride) - 1 frames with m taps of stride * Cout outputs each (one
+    accumulating GEMM per tap, ``transpose_taps``; ``taps`` passes them pre-arranged), whose
+    output blocks are the stride frames of the result. MLX's own runs a naive loop for strides > 1."""
+    cout, k, cin = weight.shape
+    u = stride
+    taps = transpose_taps(weight, u) if taps is None else taps
+    m = taps.shape[0]
+    B, T, _ = x.shape
+    xp = mx.pad(x, [(0, 0), (m - 1, m - 1), (0, 0)])
+    y = _shifted_gemms(xp, [taps[j] for j in range(m)], None if bias is None else mx.tile(bias, u), 1)
+    y = y.reshape(B, (T + m - 1) * u, cout)
+    n = (T - 1) * u - 2 * padding + k
+    return y[:, padding:padding + n]
 
 
 class Conv1d(nn.Module):
-    """``torch.nn.Conv1d`` on channels-last (B, T, C) input; weight (out, k, in) as MLX.
+    """``torch.nn.Conv1d`` (same argument order and defaults) on channels-last (B, T, C); weight
+    (out, k, in // groups) as MLX. See ``conv1d``."""
 
-    Stride 1 without groups runs as shifted GEMMs (``conv1d_shifted``, ~1.8x faster than
-    ``mx.conv1d`` on CPU for k=5); anything else calls ``mx.conv1d``.
-    """
-
-    def __init__(self, cin: int, cout: int, k: int, *, stride: int = 1, padding: int = 0,
+    def __init__(self, cin: int, cout: int, k: int = 1, stride: int = 1, padding: int = 0,
                  dilation: int = 1, groups: int = 1, bias: bool = True):
         super().__init__()
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
@@ -154,15 +218,58 @@ class Conv1d(nn.Module):
             self.bias = mx.zeros((cout,))
 
     def __call__(self, x):
-        bias = self.bias if "bias" in self else None
-        if self.stride == 1 and self.groups == 1:
-            if self.padding:
-                x = mx.pad(x, [(0, 0), (self.padding, self.padding), (0, 0)])
-            return conv1d_shifted(x, self.weight, bias, self.dilation)
-        y = mx.conv1d(x, self.weight, stride=self.stride, padding=self.padding,
-                      dilation=self.dilation, groups=self.groups)
-        return y + bias if bias is not None else y
+        return conv1d(x, self.weight, self.bias if "bias" in self else None, self.stride,
+                      self.padding, self.dilation, self.groups)
 
 
-__all__ = ["cpu_jit_available", "on_gpu", "tanh_arith", "sigmoid_arith", "activations",
-           "leaky_relu", "Linear", "Conv1d", "conv1d_shifted"]
+class ConvTranspose1d(nn.Module):
+    """``torch.nn.ConvTranspose1d`` on channels-last (B, T, C); weight (out, k, in) as MLX's. The
+    tap matrices (``transpose_taps``) are arranged once per weight array (re-done when a load
+    replaces it); not for use under ``mx.compile``, where the weight is a placeholder."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, padding: int = 0,
+                 bias: bool = True):
+        super().__init__()
+        self.weight = mx.zeros((cout, k, cin))
+        if bias:
+            self.bias = mx.zeros((cout,))
+        self.stride, self.padding = stride, padding
+
+    def _taps(self):
+        cached = self.__dict__.get("_taps_of")
+        if cached is None or cached[0] is not self.weight:
+            cached = (self.weight, transpose_taps(self.weight, self.stride))
+            object.__setattr__(self, "_taps_of", cached)  # outside the parameter tree
+        return cached[1]
+
+    def __call__(self, x):
+        return conv_transpose1d(x, self.weight, self.stride, self.padding,
+                                self.bias if "bias" in self else None, taps=self._taps())
+
+
+class LayerNorm(nn.Module):
+    """``torch.nn.LayerNorm(dims, eps)`` over the last axis (``mx.fast.layer_norm``)."""
+
+    def __init__(self, dims: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = mx.ones((dims,))
+        self.bias = mx.zeros((dims,))
+
+    def __call__(self, x):
+        return mx.fast.layer_norm(x, self.weight, self.bias, self.eps)
+
+
+class ParameterFree(nn.Module):
+    """Stands for a parameter-free torch module (activation, transpose, dropout) in a list, so that
+    list indices equal the original ``nn.Sequential`` indices in the state-dict keys."""
+
+
+def pad_time(x, left: int, right: int):
+    """Zero padding of the time axis of channels-last (B, T, C)."""
+    return mx.pad(x, [(0, 0), (left, right), (0, 0)])
+
+
+__all__ = ["cpu_jit_available", "on_gpu", "exp_arith", "tanh_arith", "sigmoid_arith", "activations",
+           "leaky_relu", "Linear", "Conv1d", "ConvTranspose1d", "LayerNorm", "ParameterFree",
+           "conv1d", "conv1d_shifted", "conv_transpose1d", "transpose_taps", "pad_time"]

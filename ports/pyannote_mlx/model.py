@@ -12,7 +12,7 @@ mx = import_mlx()  # the optimized BLAS must be global before MLX loads
 import mlx.nn as nn  # noqa: E402
 
 from ports.common import mlx_layers, mlx_ops  # noqa: E402
-from ports.common.mlx_layers import Conv1d, Linear  # noqa: E402
+from ports.common.mlx_layers import Conv1d, Linear, leaky_relu  # noqa: E402
 
 from .config import (CONV_CHANNELS, CONV_KERNEL, POOL, SINC_FILTERS, SINC_KERNEL,
                      SegmentationConfig)
@@ -20,10 +20,6 @@ from .config import (CONV_CHANNELS, CONV_KERNEL, POOL, SINC_FILTERS, SINC_KERNEL
 EPS = 1e-5  # torch.nn.InstanceNorm1d default
 SINCNET_BATCH = 8
 SLOPE = 0.01  # F.leaky_relu default
-
-
-def leaky_relu(x):
-    return mx.maximum(x, SLOPE * x)
 
 
 def _leaky_relu_arith(z):

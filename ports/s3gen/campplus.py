@@ -20,9 +20,9 @@ import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 
 from ports.common import mlx_ops  # noqa: E402
 from ports.common.audio import EmptyAudioError  # noqa: E402
+from ports.common.mlx_layers import Conv1d  # noqa: E402
 
 from .config import CAMPPlusConfig  # noqa: E402
-from .layers import Conv1d  # noqa: E402
 from .prompt import MIN_PROMPT_S, prompt_audio  # noqa: E402
 
 _CFG = CAMPPlusConfig()
@@ -190,7 +190,7 @@ class FCM(nn.Module):
 class TDNNLayer(nn.Module):
     def __init__(self, cin, cout, k, stride=1, dilation=1):
         super().__init__()
-        self.linear = Conv1d(cin, cout, k, stride, (k - 1) // 2 * dilation, dilation)
+        self.linear = Conv1d(cin, cout, k, stride, (k - 1) // 2 * dilation, dilation, bias=False)
         self.nonlinear = Nonlinear(cout)
 
     def __call__(self, x):
@@ -214,7 +214,7 @@ def _seg_pooling(x, seg_len: int = _CFG.seg_len):
 class CAMLayer(nn.Module):
     def __init__(self, bn_ch, cout, k, padding, dilation, reduction=2):
         super().__init__()
-        self.linear_local = Conv1d(bn_ch, cout, k, 1, padding, dilation)
+        self.linear_local = Conv1d(bn_ch, cout, k, 1, padding, dilation, bias=False)
         self.linear1 = Conv1d(bn_ch, bn_ch // reduction, 1, bias=True)
         self.linear2 = Conv1d(bn_ch // reduction, cout, 1, bias=True)
 
@@ -229,7 +229,7 @@ class CAMDenseTDNNLayer(nn.Module):
     def __init__(self, cin, cout, bn_ch, k, dilation):
         super().__init__()
         self.nonlinear1 = Nonlinear(cin)
-        self.linear1 = Conv1d(cin, bn_ch, 1)
+        self.linear1 = Conv1d(cin, bn_ch, 1, bias=False)
         self.nonlinear2 = Nonlinear(bn_ch)
         self.cam_layer = CAMLayer(bn_ch, cout, k, (k - 1) // 2 * dilation, dilation)
 
@@ -254,7 +254,7 @@ class TransitLayer(nn.Module):
     def __init__(self, cin, cout):
         super().__init__()
         self.nonlinear = Nonlinear(cin)
-        self.linear = Conv1d(cin, cout, 1)
+        self.linear = Conv1d(cin, cout, 1, bias=False)
 
     def __call__(self, x):
         return self.linear(self.nonlinear(x))
@@ -263,7 +263,7 @@ class TransitLayer(nn.Module):
 class DenseLayer(nn.Module):
     def __init__(self, cin, cout):
         super().__init__()
-        self.linear = Conv1d(cin, cout, 1)
+        self.linear = Conv1d(cin, cout, 1, bias=False)
         self.nonlinear = Nonlinear(cout, relu=False, affine=False)   # "batchnorm_"
 
     def __call__(self, x):

@@ -19,6 +19,8 @@ from ports.common.blas import import_mlx
 mx = import_mlx()
 import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 
+from ports.common.mlx_layers import Linear  # noqa: E402
+
 from .config import SPEECH_VOCAB_SIZE, FlowConfig, default_steps  # noqa: E402
 from .flow_decoder import CausalConditionalCFM  # noqa: E402
 from .flow_encoder import UpsampleConformerEncoder  # noqa: E402
@@ -65,9 +67,9 @@ class CausalMaskedDiffWithXvec(nn.Module):
         self.vocab_size = cfg.vocab_size
         self.output_size = cfg.output_size
         self.input_embedding = nn.Embedding(cfg.vocab_size, cfg.input_size)
-        self.spk_embed_affine_layer = nn.Linear(cfg.spk_embed_dim, cfg.output_size)
+        self.spk_embed_affine_layer = Linear(cfg.spk_embed_dim, cfg.output_size)
         self.encoder = UpsampleConformerEncoder(cfg.encoder)
-        self.encoder_proj = nn.Linear(cfg.input_size, cfg.output_size)
+        self.encoder_proj = Linear(cfg.input_size, cfg.output_size)
         self.decoder = CausalConditionalCFM(cfg.decoder, meanflow=meanflow)
 
     # -- input checks -------------------------------------------------------------------------

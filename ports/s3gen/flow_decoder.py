@@ -18,9 +18,15 @@ from ports.common.blas import import_mlx
 mx = import_mlx()
 import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 
+from ports.common.mlx_fastmath import (compiled_method, fused_gelu, fused_mish,  # noqa: E402
+                                       fused_softmax, silu)
+from ports.common.mlx_layers import Conv1d, LayerNorm, Linear, ParameterFree, pad_time  # noqa: E402
+
 from .config import FlowDecoderConfig  # noqa: E402
-from .fast_math import compiled_method, fused_gelu, fused_mish, fused_softmax, silu  # noqa: E402
-from .layers import Conv1d, LayerNorm, ParameterFree, masked, pad_time  # noqa: E402
+
+
+def masked(x, mask):
+    return x if mask is None else x * mask
 
 
 @lru_cache(maxsize=4)
@@ -44,8 +50,8 @@ def sinusoidal_pos_emb(t, dim: int, scale: float = 1000):
 class TimestepEmbedding(nn.Module):
     def __init__(self, in_channels: int, time_embed_dim: int):
         super().__init__()
-        self.linear_1 = nn.Linear(in_channels, time_embed_dim)
-        self.linear_2 = nn.Linear(time_embed_dim, time_embed_dim)
+        self.linear_1 = Linear(in_channels, time_embed_dim)
+        self.linear_2 = Linear(time_embed_dim, time_embed_dim)
 
     def __call__(self, x):
         return self.linear_2(silu(self.linear_1(x)))
@@ -67,7 +73,7 @@ class CausalBlock1D(nn.Module):
 class CausalResnetBlock1D(nn.Module):
     def __init__(self, dim: int, dim_out: int, time_emb_dim: int):
         super().__init__()
-        self.mlp = [ParameterFree(), nn.Linear(time_emb_dim, dim_out)]
+        self.mlp = [ParameterFree(), Linear(time_emb_dim, dim_out)]
         self.block1 = CausalBlock1D(dim, dim_out)
         self.block2 = CausalBlock1D(dim_out, dim_out)
         self.res_conv = Conv1d(dim, dim_out, 1, bias=True)
@@ -88,10 +94,10 @@ class Attention(nn.Module):
         inner = heads * dim_head
         self.heads = heads
         self.dim_head = dim_head
-        self.to_q = nn.Linear(dim, inner, bias=False)
-        self.to_k = nn.Linear(dim, inner, bias=False)
-        self.to_v = nn.Linear(dim, inner, bias=False)
-        self.to_out = [nn.Linear(inner, dim)]
+        self.to_q = Linear(dim, inner, bias=False)
+        self.to_k = Linear(dim, inner, bias=False)
+        self.to_v = Linear(dim, inner, bias=False)
+        self.to_out = [Linear(inner, dim)]
 
     def __call__(self, x, bias):
         b, t, _ = x.shape
@@ -109,7 +115,7 @@ class Attention(nn.Module):
 class GELUProj(nn.Module):
     def __init__(self, dim_in: int, dim_out: int):
         super().__init__()
-        self.proj = nn.Linear(dim_in, dim_out)
+        self.proj = Linear(dim_in, dim_out)
 
     def __call__(self, x):
         return fused_gelu(self.proj(x))
@@ -118,7 +124,7 @@ class GELUProj(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, dim: int, mult: int):
         super().__init__()
-        self.net = [GELUProj(dim, dim * mult), ParameterFree(), nn.Linear(dim * mult, dim)]
+        self.net = [GELUProj(dim, dim * mult), ParameterFree(), Linear(dim * mult, dim)]
 
     def __call__(self, x):
         return self.net[2](self.net[0](x))
@@ -163,7 +169,7 @@ class ConditionalDecoder(nn.Module):
         self.final_block = CausalBlock1D(channels, channels)
         self.final_proj = Conv1d(channels, cfg.out_channels, 1, bias=True)
         if meanflow:
-            self.time_embed_mixer = nn.Linear(2 * ted, ted, bias=False)
+            self.time_embed_mixer = Linear(2 * ted, ted, bias=False)
 
     def time_embedding(self, t, r=None):
         emb = self.time_mlp(sinusoidal_pos_emb(t, self.in_channels))

@@ -17,9 +17,10 @@ from ports.common.blas import import_mlx
 mx = import_mlx()
 import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 
+from ports.common.mlx_fastmath import compiled_method, fused_softmax, silu  # noqa: E402
+from ports.common.mlx_layers import Conv1d, LayerNorm, Linear, leaky_relu, pad_time  # noqa: E402
+
 from .config import FlowEncoderConfig  # noqa: E402
-from .fast_math import compiled_method, fused_softmax, leaky_relu, silu  # noqa: E402
-from .layers import Conv1d, LayerNorm, pad_time  # noqa: E402
 
 
 @lru_cache(maxsize=16)
@@ -45,7 +46,7 @@ class LinearNoSubsampling(nn.Module):
 
     def __init__(self, idim: int, odim: int):
         super().__init__()
-        self.out = [nn.Linear(idim, odim), LayerNorm(odim, eps=1e-5)]
+        self.out = [Linear(idim, odim), LayerNorm(odim, eps=1e-5)]
         self.xscale = math.sqrt(odim)
         self.odim = odim
 
@@ -60,11 +61,11 @@ class RelPositionMultiHeadedAttention(nn.Module):
         super().__init__()
         self.h = n_head
         self.d_k = n_feat // n_head
-        self.linear_q = nn.Linear(n_feat, n_feat)
-        self.linear_k = nn.Linear(n_feat, n_feat)
-        self.linear_v = nn.Linear(n_feat, n_feat)
-        self.linear_out = nn.Linear(n_feat, n_feat)
-        self.linear_pos = nn.Linear(n_feat, n_feat, bias=False)
+        self.linear_q = Linear(n_feat, n_feat)
+        self.linear_k = Linear(n_feat, n_feat)
+        self.linear_v = Linear(n_feat, n_feat)
+        self.linear_out = Linear(n_feat, n_feat)
+        self.linear_pos = Linear(n_feat, n_feat, bias=False)
         self.pos_bias_u = mx.zeros((n_head, self.d_k))
         self.pos_bias_v = mx.zeros((n_head, self.d_k))
 
@@ -98,8 +99,8 @@ class RelPositionMultiHeadedAttention(nn.Module):
 class PositionwiseFeedForward(nn.Module):
     def __init__(self, idim: int, hidden: int):
         super().__init__()
-        self.w_1 = nn.Linear(idim, hidden)
-        self.w_2 = nn.Linear(hidden, idim)
+        self.w_1 = Linear(idim, hidden)
+        self.w_2 = Linear(hidden, idim)
 
     def __call__(self, x):
         return self.w_2(silu(self.w_1(x)))

@@ -18,20 +18,21 @@ import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 
 from ports.common.convert import Combine, Rule, chain, transpose, weight_norm  # noqa: E402
 
-from . import layers as _layers  # noqa: E402
+from ports.common.mlx_fastmath import (compiled_method, fast_cos, fast_exp, fast_sin,  # noqa: E402
+                                       sin_squared, tanh)
+from ports.common.mlx_layers import (Conv1d, ConvTranspose1d, Linear, ParameterFree,  # noqa: E402
+                                     conv_transpose1d, leaky_relu)
+
 from .config import S3GEN_SR, HiFTConfig  # noqa: E402
-from .fast_math import compiled_method, fast_cos, fast_exp, fast_sin, snake, tanh  # noqa: E402
-from .layers import ConvTranspose1d, conv_transpose1d  # noqa: E402
 
 
 def _pad(k: int, d: int = 1) -> int:
     return (k * d - d) // 2
 
 
-def Conv1d(in_ch: int, out_ch: int, k: int, stride: int = 1, padding: int = 0, dilation: int = 1,
-           bias: bool = True):
-    """torch Conv1d (bias by default, as in HiFT) on (B, T, C): the shared im2col + matmul conv."""
-    return _layers.Conv1d(in_ch, out_ch, k, stride, padding, dilation, bias=bias)
+def snake(x, alpha, inv_alpha):
+    """HiFT Snake, x + 1 / (alpha + 1e-9) * sin(alpha x)^2, with inv_alpha = 1 / (alpha + 1e-9)."""
+    return x + inv_alpha * sin_squared(x * alpha)
 
 
 class Snake(nn.Module):
@@ -67,14 +68,16 @@ class ConvRNNF0Predictor(nn.Module):
         layers = []
         for i in range(5):
             layers.append(Conv1d(in_channels if i == 0 else cond_channels, cond_channels, 3, padding=1))
-            layers.append(nn.ELU())
+            layers.append(ParameterFree())  # ELU
         self.condnet = layers  # keys condnet.0, .2, .4, .6, .8 like the torch Sequential
-        self.classifier = nn.Linear(cond_channels, 1)
+        self.classifier = Linear(cond_channels, 1)
 
+    @compiled_method
     def __call__(self, x):
         """x: (B, T, 80) channels-last mel -> f0 (B, T) in Hz."""
-        for layer in self.condnet:
-            x = layer(x)
+        for conv in self.condnet[::2]:
+            x = conv(x)
+            x = mx.where(x > 0, x, fast_exp(mx.minimum(x, 0.0)) - 1.0)  # ELU (alpha 1), as MLX's
         return mx.abs(self.classifier(x)[..., 0])
 
 
@@ -83,7 +86,7 @@ class SourceModuleHnNSF(nn.Module):
 
     def __init__(self, harmonic_num: int):
         super().__init__()
-        self.l_linear = nn.Linear(harmonic_num + 1, 1)
+        self.l_linear = Linear(harmonic_num + 1, 1)
 
 
 def _frac(x):
@@ -257,7 +260,7 @@ class HiFTGenerator(nn.Module):
         stages["conv_pre"] = x
         nk = len(cfg.resblock_kernel_sizes)
         for i, up in enumerate(self.ups):
-            x = nn.leaky_relu(x, cfg.lrelu_slope)
+            x = leaky_relu(x, cfg.lrelu_slope)
             x = up(x)
             if i == len(self.ups) - 1:
                 x = mx.concatenate([x[:, 1:2], x], axis=1)  # ReflectionPad1d((1, 0))
@@ -265,18 +268,22 @@ class HiFTGenerator(nn.Module):
             si = self.source_resblocks[i](self.source_downs[i](s_stft))
             stages[f"source.{i}"] = si
             x = x + si
-            xs = None
-            for j in range(nk):
-                r = self.resblocks[i * nk + j](x)
-                xs = r if xs is None else xs + r
-            x = xs / nk
+            x = self._mean(*[self.resblocks[i * nk + j](x) for j in range(nk)])
             stages[f"stage.{i}"] = x
-        x = self.conv_post(nn.leaky_relu(x, 0.01))  # F.leaky_relu default slope
+        x = self.conv_post(leaky_relu(x, 0.01))  # F.leaky_relu default slope
         stages["conv_post"] = x
         y = self._spec_to_wav(x)
         stages["istft"] = y
         y = mx.clip(y, -cfg.audio_limit, cfg.audio_limit)
         return (y, stages) if return_stages else y
+
+    @compiled_method
+    def _mean(self, *rs):
+        """The original's ``xs / num_kernels`` (summed in order) as one fused pass."""
+        xs = rs[0]
+        for r in rs[1:]:
+            xs = xs + r
+        return xs / len(rs)
 
     @compiled_method
     def _spec_to_wav(self, x):

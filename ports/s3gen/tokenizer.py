@@ -21,8 +21,9 @@ from ports.common.blas import import_mlx
 mx = import_mlx()
 import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 
+from ports.common.mlx_layers import Conv1d, LayerNorm, Linear, ParameterFree  # noqa: E402
+
 from .config import TokenizerConfig  # noqa: E402
-from .layers import Conv1d, LayerNorm, ParameterFree  # noqa: E402
 from .mel import frames, hann_window, slaney_mel_filters64  # noqa: E402
 from .prompt import prompt_audio  # noqa: E402
 
@@ -75,18 +76,6 @@ def gelu(x):  # exact (erf) GELU, as torch
 
 
 # ================================================================== encoder
-class Linear(nn.Module):
-    def __init__(self, cin: int, cout: int, bias: bool = True):
-        super().__init__()
-        self.weight = mx.zeros((cout, cin))
-        if bias:
-            self.bias = mx.zeros((cout,))
-
-    def __call__(self, x):
-        y = x @ self.weight.T
-        return y + self.bias if "bias" in self else y
-
-
 class FSMNMultiHeadAttention(nn.Module):
     def __init__(self, n_state: int, n_head: int, kernel_size: int):
         super().__init__()

@@ -1,4 +1,4 @@
-"""ports.common.mlx_layers: arithmetic activations and the shifted-GEMM conv against references."""
+"""ports.common.mlx_layers: arithmetic activations, convs and norms against references."""
 import numpy as np
 import pytest
 
@@ -28,17 +28,46 @@ def test_activations_pick():
     assert sig is mx.sigmoid and tanh is mx.tanh
 
 
-@pytest.mark.parametrize("k,dilation,padding", [(5, 1, 0), (3, 2, 0), (1, 1, 0), (3, 1, 1)])
-def test_conv1d_shifted_matches_mx_conv1d(k, dilation, padding):
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("k,dilation,padding,stride,groups", [
+    (5, 1, 0, 1, 1), (3, 2, 0, 1, 1), (1, 1, 0, 1, 1), (3, 1, 1, 1, 1), (11, 5, 25, 1, 1),
+    (3, 1, 1, 2, 1), (4, 1, 1, 2, 1), (1, 1, 0, 3, 1), (3, 2, 2, 2, 1), (3, 1, 1, 1, 2)])
+def test_conv1d_matches_mx_conv1d(batch, k, dilation, padding, stride, groups):
     rng = np.random.default_rng(0)
-    conv = L.Conv1d(6, 4, k, dilation=dilation, padding=padding)
-    conv.weight = mx.array(rng.standard_normal((4, k, 6)).astype(np.float32))
+    conv = L.Conv1d(6, 4, k, stride, padding, dilation, groups)
+    conv.weight = mx.array(rng.standard_normal((4, k, 6 // groups)).astype(np.float32))
     conv.bias = mx.array(rng.standard_normal(4).astype(np.float32))
-    x = mx.array(rng.standard_normal((3, 40, 6)).astype(np.float32))
-    ref = mx.conv1d(x, conv.weight, dilation=dilation, padding=padding) + conv.bias
+    x = mx.array(rng.standard_normal((batch, 60, 6)).astype(np.float32))
+    ref = mx.conv1d(x, conv.weight, stride=stride, dilation=dilation, padding=padding,
+                    groups=groups) + conv.bias
     y = conv(x)
     assert y.shape == ref.shape
     np.testing.assert_allclose(np.array(y), np.array(ref), atol=2e-5)
+
+
+@pytest.mark.parametrize("k,stride,padding", [(16, 8, 4), (11, 5, 3), (7, 3, 2), (16, 4, 0)])
+def test_conv_transpose1d_matches_mx(k, stride, padding):
+    rng = np.random.default_rng(1)
+    conv = L.ConvTranspose1d(6, 4, k, stride, padding)
+    conv.weight = mx.array(rng.standard_normal((4, k, 6)).astype(np.float32))
+    conv.bias = mx.array(rng.standard_normal(4).astype(np.float32))
+    x = mx.array(rng.standard_normal((2, 30, 6)).astype(np.float32))
+    ref = mx.conv_transpose1d(x, conv.weight, stride=stride, padding=padding) + conv.bias
+    y = conv(x)
+    assert y.shape == ref.shape
+    np.testing.assert_allclose(np.array(y), np.array(ref), atol=2e-5)
+
+
+def test_layer_norm_matches_numpy():
+    rng = np.random.default_rng(2)
+    ln = L.LayerNorm(8, eps=1e-5)
+    ln.weight = mx.array(rng.standard_normal(8).astype(np.float32))
+    ln.bias = mx.array(rng.standard_normal(8).astype(np.float32))
+    x = rng.standard_normal((3, 5, 8)).astype(np.float32)
+    x64 = x.astype(np.float64)
+    ref = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-5)
+    ref = ref * np.array(ln.weight) + np.array(ln.bias)
+    np.testing.assert_allclose(np.array(ln(mx.array(x))), ref, atol=2e-6)
 
 
 def test_conv1d_too_short_is_a_clear_error():
@@ -52,3 +81,14 @@ def test_linear():
     lin.weight = mx.array([[1.0, 2.0, 3.0], [0.0, -1.0, 0.5]])
     lin.bias = mx.array([0.5, -0.5])
     np.testing.assert_allclose(np.array(lin(mx.array([[1.0, 1.0, 2.0]]))), [[9.5, -0.5]])
+
+
+def test_conv_transpose1d_taps_follow_a_weight_load():
+    rng = np.random.default_rng(3)
+    conv = L.ConvTranspose1d(3, 2, 5, 2, 1)
+    x = mx.array(rng.standard_normal((1, 7, 3)).astype(np.float32))
+    conv(x)  # arranges the taps of the zero weight
+    conv.load_weights([("weight", mx.array(rng.standard_normal((2, 5, 3)).astype(np.float32)))],
+                      strict=False)
+    ref = mx.conv_transpose1d(x, conv.weight, stride=2, padding=1) + conv.bias
+    np.testing.assert_allclose(np.array(conv(x)), np.array(ref), atol=2e-5)

@@ -16,7 +16,7 @@ import torch  # noqa: E402  (the original; never skipped)
 
 from ports.common.convert import ConversionError, KeyMap  # noqa: E402
 from ports.common.mlx_weights import param_shapes  # noqa: E402
-from ports.s3gen import fast_math as FM  # noqa: E402
+from ports.common import mlx_fastmath as FM  # noqa: E402
 from ports.s3gen import flow as F  # noqa: E402
 from ports_parity.s3gen.originals import (build_original_flow, flow_inputs,  # noqa: E402
                                           port_from_original)

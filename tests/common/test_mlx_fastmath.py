@@ -1,9 +1,9 @@
-"""The MLX compile switch of the flow's fused activations: off on request, a RuntimeError naming the
-cause when compilation fails, never a silent uncompiled run."""
+"""ports.common.mlx_fastmath: the arithmetic activations against float64, and the MLX compile
+switch: off on request, a RuntimeError naming the cause when compilation fails, never silent."""
 import numpy as np
 import pytest
 
-from ports.s3gen import fast_math as FM
+from ports.common import mlx_fastmath as FM
 
 mx = FM.mx
 
@@ -38,7 +38,7 @@ def test_compiled_matches_plain():
 
 
 def test_arithmetic_transcendentals_at_float32_accuracy():
-    """fast_sin/fast_cos (Snake, sine source, ISTFT), tanh (source merge), sigmoid/silu (FFs)
+    """fast_sin/fast_cos/sin_squared (Snake, sine source, ISTFT), tanh (source merge), sigmoid/silu (FFs)
     against float64, within a few float32 ulps; compiled equals plain."""
     xs = np.concatenate([np.linspace(-60, 60, 200001), np.linspace(-5000, 5000, 100001),
                          [0.0, 1e-30, -1e-20, 1e-4]]).astype(np.float32)
@@ -47,6 +47,15 @@ def test_arithmetic_transcendentals_at_float32_accuracy():
     for fn, ref in ((FM.fast_sin, np.sin), (FM.fast_cos, np.cos)):
         y = np.array(fn(xm)).astype(np.float64)
         assert np.abs(y - ref(x64)).max() < 1.5e-7, fn.__name__
+    s2 = np.array(FM.sin_squared(xm))
+    assert np.abs(s2 - np.sin(x64) ** 2).max() < 2.5e-7
+    # the same reduction and polynomial as fast_sin: its square to the bit, except where x / pi
+    # is a half-integer to float32 precision and the two roundings pick neighbouring n (r = +-pi/2)
+    diff = s2 != np.array(FM.fast_sin(xm)) ** 2
+    q = x64 / np.pi
+    half = np.abs(np.abs(q - np.round(q)) - 0.5) < 1e-6 + 2.4e-7 * np.abs(q)  # 2 ulp of float32 q
+    assert not np.any(diff & ~half)
+    np.testing.assert_array_equal(np.array(FM.mlx_compiled(FM.sin_squared)(xm)), s2)
     xs = np.concatenate([np.linspace(-30, 30, 300001), [-1e10, -100.0, 0.0, 1e-30, 1e-6, 100.0, 1e10]]
                         ).astype(np.float32)
     x64 = xs.astype(np.float64)
