@@ -169,9 +169,10 @@ class BiLSTM(nn.Module):
     Layout: feature-major, time, batch-minor ``(C, T, B)``. Per layer, the input projection of
     every step of both directions is one batched matmul (the backward direction reads the
     time-reversed input), laid out gate-major ``(4 gates, 2 directions, H, T, B)``. Each step is
-    then one batched ``addmm`` for both directions and one fused elementwise kernel over
-    contiguous ``(2, H, B)`` gate blocks: MLX on CPU costs ~10 us per primitive and ~30 us per
-    compiled call whatever the batch, so the step count, not the FLOPs, sets the small-batch time.
+    then one batched ``addmm`` for both directions and one compiled call for the elementwise rest
+    over contiguous ``(2, H, B)`` gate blocks (fused loops on strided slices would be scalar):
+    MLX on CPU costs ~5-10 us per primitive and ~30 us per compiled call whatever the batch, so
+    the step count, not the FLOPs, sets the small-batch time.
     """
 
     # "jit": the step under mx.compile with ``mlx_layers.activations(jit=True)`` (on the CPU the
