@@ -86,11 +86,12 @@ def tanh_arith(x):
 # ``g++ -O3``: SSE2, no -ffast-math). What the generated C++ may contain:
 # - no floor/round (libm calls without SSE4.1) and no bit-cast (``view`` is not fusable):
 #   rounding by adding and subtracting 1.5 * 2**23, exact in float32; 2**-n as a product of one
-#   constant per bit of n, picked from the int32 bits of that same sum;
+#   exact factor per bit of n, from the int32 bits of that same sum (int/float arithmetic only:
+#   selects on bool masks also vectorise but cost ~30 % more there);
 # - no ``where``/``minimum`` whose result feeds float arithmetic: g++ folds the arithmetic into
 #   the branches (x * 1 -> x, constant arms) and, as float ops may trap, gives up vectorising;
-#   selects between constants are fine if no arm is 1 (hence the scaled arms), a ``minimum``
-#   whose result is stored is fine (hence the clamp as a kernel of its own);
+#   selects between constants are fine if no arm is 1, a ``minimum`` whose result is stored is
+#   fine (hence the clamp as a kernel of its own);
 # - MLX fuses at most 11 levels deep (a constant at the 11th becomes a strided input) and 24
 #   inputs, and splits at nodes shared between kernels: ``_barrier`` cuts the graph into five
 #   kernels (clamp, 2**-n, reduced argument, its expm1, result) with one output each;
@@ -99,9 +100,17 @@ def tanh_arith(x):
 _LOG2E = 1.4426950408889634
 _ROUND = 12582912.0  # 1.5 * 2**23: (y + _ROUND) - _ROUND = y rounded to an integer, |y| < 2**22
 _LN2_HI, _LN2_LO = 0.693359375, -2.12194440e-4  # n * _LN2_HI is exact for n < 2**15
-# (bit of n, 2**-bit, arm scale): the scales multiply to 1 and no arm is 1.0
-_POW2_BITS = [(1 << j, 2.0 ** -(1 << j), s)
-              for j, s in enumerate((4.0, 2.0, 2.0, 2.0, 0.5, 0.5, 0.125))]
+_POW2_BITS = [1 << j for j in range(7)]  # n <= 126
+
+
+def _pow2_factor(b, bit: int):
+    """2**-bit if b == bit else 1, for b in {0, bit} (float), exactly: 1 + b (2**-bit - 1) / bit
+    while 2**-bit - 1 is exact in float32, else (1 - b') + b' 2**-bit with b' = b / bit."""
+    p = 2.0 ** -bit
+    if bit <= 16:
+        return b * ((p - 1.0) / bit) + 1.0
+    b = b * (1.0 / bit)
+    return (1.0 - b) + b * p
 
 
 def _barrier(a):
@@ -116,7 +125,7 @@ def _exp_neg_parts(x, scale: float):
     a = _barrier(mx.minimum(a, -EXP_LO))
     # round(a log2 e) + 1.5 * 2**23: n sits in the low bits of its int32 value (n <= 126)
     k = mx.add(_ROUND, mx.multiply(_LOG2E, a)).astype(mx.int32)  # operand order: not CSE'd below
-    f = [mx.where((k & bit) != 0, p * s, s) for bit, p, s in _POW2_BITS]
+    f = [_pow2_factor((k & bit).astype(mx.float32), bit) for bit in _POW2_BITS]
     pw = _barrier(((f[0] * f[1]) * (f[2] * f[3])) * ((f[4] * f[5]) * f[6]))
     n = (a * _LOG2E + _ROUND) - _ROUND
     u = _barrier((n * _LN2_HI - a) + n * _LN2_LO)  # -r
