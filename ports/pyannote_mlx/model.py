@@ -165,17 +165,20 @@ class BiLSTM(nn.Module):
     Layout: feature-major, time, batch-minor ``(C, T, B)``. Per layer, the input projection of
     every step of both directions is one batched matmul (the backward direction reads the
     time-reversed input), laid out gate-major ``(4 gates, 2 directions, H, T, B)``. Each step is
-    then one batched ``addmm`` for both directions and one fused elementwise kernel over
-    contiguous ``(2, H, B)`` gate blocks: MLX on CPU costs ~10 us per primitive and ~30 us per
-    compiled call whatever the batch, so the step count, not the FLOPs, sets the small-batch time.
+    then one batched ``addmm`` for both directions and one compiled call for the elementwise rest
+    over contiguous ``(2, H, B)`` gate blocks (fused loops on strided slices would be scalar):
+    MLX on CPU costs ~5-10 us per primitive and ~30 us per compiled call whatever the batch, so
+    the step count, not the FLOPs, sets the small-batch time.
     """
 
-    # "jit": the step under mx.compile (arithmetic sigmoid/tanh on CPU, MLX's own on GPU);
-    # "eager": mx.sigmoid/mx.tanh ops. None: "jit" on the GPU, "eager" on the CPU: with real
-    # segmentation-3.0 weights the CPU-compiled step ended 1.5x further from the
-    # original-in-float64 than the original's own fp32 on short (mostly padded) chunks, over the
-    # 1.25x bound, while the eager step stays within it (tests/pyannote_mlx/test_pyannote_mlx_real.py).
+    # "jit": the step under mx.compile with ``mlx_layers.activations(jit=True)`` (on the CPU the
+    # vectorised sigmoid_jit/tanh_jit, as accurate as libm's; MLX's own on the GPU); "fused":
+    # under mx.compile with MLX's own mx.sigmoid/mx.tanh (scalar on the CPU, same numbers as
+    # eager, fewest kernels); "eager": op by op. None: "jit" on the GPU; on the CPU with its JIT
+    # compiler "jit" from ``jit_min_batch`` up, "fused" below (there the ~11 kernels of the
+    # vectorised step cost more than its arithmetic saves), "eager" without a compiler.
     step_kind: str | None = None
+    jit_min_batch: int = 4
     # async_eval every so many steps: MLX starts computing while Python still builds the graph.
     async_every: int = 32
 
@@ -192,8 +195,14 @@ class BiLSTM(nn.Module):
                 setattr(self, f"weight_hh_l{k}{sfx}", mx.zeros((4 * hidden, hidden)))
                 setattr(self, f"bias_l{k}{sfx}", mx.zeros((4 * hidden,)))
 
-    def _kind(self) -> str:
-        return self.step_kind or ("jit" if mlx_layers.on_gpu() else "eager")
+    def _kind(self, batch: int) -> str:
+        if self.step_kind:
+            return self.step_kind
+        if mlx_layers.on_gpu():
+            return "jit"
+        if not mlx_layers.cpu_jit_available():
+            return "eager"
+        return "jit" if batch >= self.jit_min_batch else "fused"
 
     def _gate_major(self, name: str, k: int):
         """(4H, ...) forward and reverse parameters -> (4 gates, 2 directions, H, ...)."""
@@ -213,7 +222,7 @@ class BiLSTM(nn.Module):
         # one Split primitive hands out every step's (4, 2, H, 1, B) block
         xp_steps = mx.split(xp, t_len, axis=3)
         w_hh = self._gate_major("weight_hh", k)  # (4, 2, H, H)
-        step = step_fn(self._kind())
+        step = step_fn(self._kind(b))
         h = c = mx.zeros((1, 2, n, b), dtype=x.dtype)
         outs = []
         for i in range(t_len):
@@ -241,7 +250,7 @@ def _step_math(sigmoid, tanh, xp_t, w_hh, h, c):
     return o * tanh(c), c
 
 
-STEP_KINDS = ("jit", "eager")
+STEP_KINDS = ("jit", "fused", "eager")
 _step_cache: dict = {}
 
 
@@ -252,6 +261,9 @@ def step_fn(kind: str):
         if kind == "jit":
             sigmoid, tanh = mlx_layers.activations(jit=True)
             fn = mx.compile(lambda xp_t, w_hh, h, c: _step_math(sigmoid, tanh, xp_t, w_hh, h, c))
+        elif kind == "fused":
+            fn = mx.compile(lambda xp_t, w_hh, h, c: _step_math(mx.sigmoid, mx.tanh, xp_t, w_hh,
+                                                                h, c))
         elif kind == "eager":
             def fn(xp_t, w_hh, h, c):
                 return _step_math(mx.sigmoid, mx.tanh, xp_t, w_hh, h, c)

@@ -92,3 +92,25 @@ def test_conv_transpose1d_taps_follow_a_weight_load():
                       strict=False)
     ref = mx.conv_transpose1d(x, conv.weight, stride=2, padding=1) + conv.bias
     np.testing.assert_allclose(np.array(conv(x)), np.array(ref), atol=2e-5)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_jit_activations_within_float32_ulps_of_float64(fused):
+    """sigmoid_jit/tanh_jit (the CPU-compiled LSTM step's) against float64, in float32 ulps of
+    the true value, wherever that is a normal float32: as accurate as libm's."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.linspace(-100, 100, 400_001), rng.standard_normal(200_000) * 3,
+                        np.geomspace(1e-30, 100, 20_000), -np.geomspace(1e-30, 100, 20_000),
+                        [0.0, -0.0, 1e10, -1e10, 3e38, -3e38, 87.3, -87.3, 87.4, -87.4]])
+    x = x.astype(np.float32)
+    x64 = x.astype(np.float64)
+    with np.errstate(over="ignore"):
+        refs = {"sigmoid": 1 / (1 + np.exp(-x64)), "tanh": np.tanh(x64)}
+    for name, fn in (("sigmoid", L.sigmoid_jit), ("tanh", L.tanh_jit)):
+        ref = refs[name]
+        y = np.array((mx.compile(fn) if fused else fn)(mx.array(x))).astype(np.float64)
+        normal = np.abs(ref) >= np.finfo(np.float32).tiny
+        ulps = np.abs(y - ref)[normal] / np.spacing(np.abs(ref[normal]).astype(np.float32))
+        assert ulps.max() < 2.5 and ulps.mean() < 0.25, (name, ulps.max(), ulps.mean())
+        assert np.all(np.abs(y[~normal] - ref[~normal]) < 2e-38), name
+    assert np.isnan(np.array(L.sigmoid_jit(mx.array([np.nan], dtype=mx.float32)))).all()

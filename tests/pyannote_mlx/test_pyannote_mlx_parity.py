@@ -71,3 +71,34 @@ def test_batch_size_does_not_change_labels(fx):
     a = SegmentationInference(fx.model, batch_size=32)(wav)
     b = SegmentationInference(fx.model, batch_size=2)(wav)
     assert np.array_equal(a.multilabel, b.multilabel)
+
+
+@pytest.mark.parametrize("kind", ["fused", "eager"])
+def test_stages_other_lstm_step_kinds(fx, monkeypatch, kind):
+    """The CPU's small-batch step (MLX's own activations under mx.compile) and the step without
+    a compiler hold the same per-stage bounds."""
+    from ports.pyannote_mlx.model import BiLSTM
+
+    monkeypatch.setattr(BiLSTM, "step_kind", kind)
+    r = ParityReport("pyannote_mlx")
+    parity.compare_stages(r, fx.model, fx.orig, fx.chunks)
+    r.assert_passed()
+
+
+def test_lstm_step_kind_by_batch(monkeypatch):
+    from ports.common import mlx_layers
+    from ports.pyannote_mlx.model import BiLSTM, step_fn
+
+    lstm = BiLSTM(4, 2, 1)
+    if mlx_layers.on_gpu():
+        assert lstm._kind(1) == lstm._kind(128) == "jit"
+    elif mlx_layers.cpu_jit_available():
+        assert lstm._kind(lstm.jit_min_batch - 1) == "fused"
+        assert lstm._kind(lstm.jit_min_batch) == "jit"
+    monkeypatch.setattr(mlx_layers, "cpu_jit_available", lambda: False)
+    if not mlx_layers.on_gpu():
+        assert lstm._kind(128) == "eager"
+    monkeypatch.setattr(BiLSTM, "step_kind", "fused")
+    assert lstm._kind(128) == "fused"
+    with pytest.raises(ValueError, match="unknown LSTM step kind"):
+        step_fn("fast")
