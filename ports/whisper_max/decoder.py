@@ -175,7 +175,12 @@ def step_graph(n_vocab: int, n_text_ctx: int, D: int, H: int, n_layer: int, n_au
                                                    prefix=f"blocks.{i}."))
             new_cache += [k, v]
         x = ops.layer_norm(x, _w("ln.weight", (D,)), _w("ln.bias", (D,)), LN_EPS)
-        g.output(x @ ops.transpose(emb, 0, 1), *new_cache)
+        # logits as emb @ x^T, the embedding read row by row: for one token row (greedy) MAX
+        # 26.7 runs it in 2.4 ms against 9.4 ms for x @ emb^T (the 80-MB weight transposed);
+        # equal at 5 rows (beam search). Same products; the sums run over D = 384 either way.
+        rows = ops.transpose(ops.reshape(x, (-1, D)), 0, 1)  # (D, B * S)
+        logits = ops.reshape(ops.transpose(emb @ rows, 0, 1), (x.shape[0], x.shape[1], n_vocab))
+        g.output(logits, *new_cache)
     return g
 
 
