@@ -62,29 +62,27 @@ def _missing_package(url: str, err: ImportError) -> str:
     return getattr(cause, "name", None) or getattr(err, "name", None) or top or "fsspec"
 
 
-def stat(url: str) -> dict:
-    """fsspec's ``info`` (``type``, ``size`` ...); ``FileNotFoundError`` naming the URL."""
+def _on_fs(url: str, what: str, call):
+    """``call(filesystem, path)``, a missing object as a ``FileNotFoundError`` naming the URL."""
     fs, p = url_fs(url)
     try:
-        return fs.info(p)
+        return call(fs, p)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{url}: no such file or folder") from None
+        raise FileNotFoundError(f"{url}: no such {what}") from None
+
+
+def stat(url: str) -> dict:
+    """fsspec's ``info`` (``type``, ``size`` ...); ``FileNotFoundError`` naming the URL."""
+    return _on_fs(url, "file or folder", lambda fs, p: fs.info(p))
 
 
 def open_url(url: str, block_size: int = READ_BLOCK):
-    fs, p = url_fs(url)
-    try:
-        return fs.open(p, "rb", block_size=block_size, cache_type="readahead")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{url}: no such file") from None
+    return _on_fs(url, "file", lambda fs, p: fs.open(p, "rb", block_size=block_size,
+                                                     cache_type="readahead"))
 
 
 def read_bytes(url: str) -> bytes:
-    fs, p = url_fs(url)
-    try:
-        return fs.cat_file(p)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{url}: no such file") from None
+    return _on_fs(url, "file", lambda fs, p: fs.cat_file(p))
 
 
 def url_path(url: str) -> PurePosixPath:
