@@ -118,15 +118,20 @@ def _barrier(a):
     return a.reshape(-1).reshape(a.shape)
 
 
-def _exp_neg_parts(x, scale: float):
+def _exp_neg_parts(x, scale: float, zero_at_clamp: bool = False):
     """exp(-a), a = min(scale |x|, -EXP_LO), as ``P * (1 + q)`` with P = 2**-n exact and
-    q = expm1(-r), r = a - n ln 2 in [-0.35, 0.35] (Cephes' polynomial): returns (P, q)."""
+    q = expm1(-r), r = a - n ln 2 in [-0.35, 0.35] (Cephes' polynomial): returns (P, q).
+    ``zero_at_clamp``: P = 0 where n = 126 (a > 86.99, exp(-a) < 2.1e-38), by int arithmetic
+    (a bool-to-float factor made the kernel scalar, 2x slower)."""
     a = mx.abs(x) if scale == 1.0 else mx.abs(x) * scale
     a = _barrier(mx.minimum(a, -EXP_LO))
     # round(a log2 e) + 1.5 * 2**23: n sits in the low bits of its int32 value (n <= 126)
     k = mx.add(_ROUND, mx.multiply(_LOG2E, a)).astype(mx.int32)  # operand order: not CSE'd below
     f = [_pow2_factor((k & bit).astype(mx.float32), bit) for bit in _POW2_BITS]
-    pw = _barrier(((f[0] * f[1]) * (f[2] * f[3])) * ((f[4] * f[5]) * f[6]))
+    pw = ((f[0] * f[1]) * (f[2] * f[3])) * ((f[4] * f[5]) * f[6])
+    if zero_at_clamp:  # n = k & 127 <= 126; (125 - n) >> 31 is -1 for n = 126, else 0
+        pw = pw * (mx.right_shift(125 - (k & 127), 31) + 1).astype(mx.float32)
+    pw = _barrier(pw)
     n = (a * _LOG2E + _ROUND) - _ROUND
     u = _barrier((n * _LN2_HI - a) + n * _LN2_LO)  # -r
     c = _EXP_P
@@ -163,6 +168,16 @@ def tanh_jit(x):
     big = mx.where(neg, -1.0, 1.0) - mx.where(neg, -2.0, 2.0) * (e / (1.0 + e))
     is_small = mx.abs(x) < 0.55
     return mx.where(is_small, 1.0, 0.0) * small + mx.where(is_small, 0.0, 1.0) * big
+
+
+def exp_nonpos_jit(x):
+    """``exp`` of float32 x <= 0 (a softmax's shifted scores) for ``mx.compile`` on the CPU,
+    vectorised: ``_exp_neg_parts``, ~1 ulp; 0 below x = -86.99 (exp < 2.1e-38; torch: denormals
+    to -103.9, then 0), so keys masked by a -1e10 bias weigh exactly 0. Other dtypes: ``mx.exp``."""
+    if x.dtype != mx.float32:
+        return mx.exp(x)
+    pw, q = _exp_neg_parts(x, 1.0, zero_at_clamp=True)
+    return pw * q + pw
 
 
 def activations(jit: bool | None = None):
@@ -355,6 +370,6 @@ def pad_time(x, left: int, right: int):
 
 
 __all__ = ["cpu_jit_available", "on_gpu", "exp_arith", "tanh_arith", "sigmoid_arith", "tanh_jit",
-           "sigmoid_jit", "activations", "leaky_relu", "Linear", "Conv1d", "ConvTranspose1d",
+           "sigmoid_jit", "exp_nonpos_jit", "activations", "leaky_relu", "Linear", "Conv1d", "ConvTranspose1d",
            "LayerNorm", "ParameterFree", "conv1d", "conv1d_shifted", "conv_transpose1d",
            "transpose_taps", "pad_time"]

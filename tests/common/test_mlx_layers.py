@@ -114,3 +114,17 @@ def test_jit_activations_within_float32_ulps_of_float64(fused):
         assert ulps.max() < 2.5 and ulps.mean() < 0.25, (name, ulps.max(), ulps.mean())
         assert np.all(np.abs(y[~normal] - ref[~normal]) < 2e-38), name
     assert np.isnan(np.array(L.sigmoid_jit(mx.array([np.nan], dtype=mx.float32)))).all()
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_exp_nonpos_jit_within_float32_ulps_and_zero_when_underflowing(fused):
+    """exp_nonpos_jit (the flow's softmax) against float64 on x <= 0: ~1 ulp; exactly 0 from
+    n = 126 on (x < -86.99, exp < 2.1e-38), so a -1e10 key-mask bias weighs 0 as in torch."""
+    x = np.concatenate([-np.linspace(0, 86.9, 400_001), -np.geomspace(1e-30, 86.9, 20_000),
+                        [-0.0, -87.0, -87.3, -87.4, -100.0, -1e10, -3e38]]).astype(np.float32)
+    y = np.array((mx.compile(L.exp_nonpos_jit) if fused else L.exp_nonpos_jit)(mx.array(x)))
+    ref = np.exp(x.astype(np.float64))
+    live = x > -86.9
+    ulps = np.abs(y[live] - ref[live]) / np.spacing(ref[live].astype(np.float32))
+    assert ulps.max() < 1.1 and ulps.mean() < 0.3, (ulps.max(), ulps.mean())
+    assert np.all(y[x <= -87.0] == 0.0)
