@@ -25,12 +25,16 @@ import numpy as np
 from ports.common.convert import check_keys
 
 from .config import WhisperDims, decoder_shapes
-from .model import LN_EPS, _f32, _max, block_registry_shapes, compiled, session
-
-
-def _w(name, shape, placeholder=False):
-    DType, DeviceRef, _, _, Weight, _ = _max()
-    return Weight(name, DType.float32, shape, DeviceRef.CPU(), _placeholder=placeholder)
+from .model import (
+    LN_EPS,
+    _f32,
+    _max,
+    _w,
+    block_registry_shapes,
+    compiled,
+    placeholder_layers,
+    session,
+)
 
 
 def layer_registry_shapes(D: int) -> dict[str, tuple[int, ...]]:
@@ -104,17 +108,8 @@ def _layer(x, mask, k_past, v_past, k_cross, v_cross, D: int, H: int, n_audio_ct
     _, _, _, _, _, ops = _max()
     dh = D // H
     scale = float(dh) ** -0.25
-    shapes = layer_registry_shapes(D)
+    linear, ln = placeholder_layers(layer_registry_shapes(D))
     B, S = x.shape[0], x.shape[1]
-
-    def w(name):
-        return _w(name, shapes[name], placeholder=True)
-
-    def linear(x, name):
-        return x @ w(f"{name}.weight_t") + w(f"{name}.bias")
-
-    def ln(x, name):
-        return ops.layer_norm(x, w(f"{name}.weight"), w(f"{name}.bias"), LN_EPS)
 
     def heads(t):  # (B, S, D) -> (B, H, S, dh)
         return ops.permute(ops.reshape(t, (B, S, H, dh)), [0, 2, 1, 3])

@@ -59,12 +59,10 @@ def _w(name, shape, placeholder=False):
     return Weight(name, DType.float32, shape, DeviceRef.CPU(), _placeholder=placeholder)
 
 
-def _block(x, T: int, D: int, H: int):
-    """One pre-LayerNorm residual attention block on (B, T, D), weights as subgraph
-    placeholders (resolved per call through the ``blocks.i.`` prefix)."""
+def placeholder_layers(shapes: Mapping[str, tuple[int, ...]]):
+    """``(linear, ln)`` on a subgraph's weight placeholders named as in ``shapes`` (linears
+    bind ``<name>.weight_t`` (in, out) and ``<name>.bias``; LayerNorms weight and bias)."""
     _, _, _, _, _, ops = _max()
-    dh = D // H
-    shapes = block_registry_shapes(D)
 
     def w(name):
         return _w(name, shapes[name], placeholder=True)
@@ -74,6 +72,16 @@ def _block(x, T: int, D: int, H: int):
 
     def ln(x, name):
         return ops.layer_norm(x, w(f"{name}.weight"), w(f"{name}.bias"), LN_EPS)
+
+    return linear, ln
+
+
+def _block(x, T: int, D: int, H: int):
+    """One pre-LayerNorm residual attention block on (B, T, D), weights as subgraph
+    placeholders (resolved per call through the ``blocks.i.`` prefix)."""
+    _, _, _, _, _, ops = _max()
+    dh = D // H
+    linear, ln = placeholder_layers(block_registry_shapes(D))
 
     qkv = linear(ln(x, "attn_ln"), "attn.qkv")  # one GEMM for q, k, v: (B, T, 3D)
     # whisper scales q and k each by dh**-0.25 (same product as SDPA's 1/sqrt(dh)).
