@@ -26,6 +26,9 @@ import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 _EXP_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
           1.6666665459e-1, 5.0000001201e-1)
 EXP_LO, EXP_HI = -87.33654, 88.72283  # exp underflows / overflows float32 beyond
+_LOG2E = 1.4426950408889634
+_ROUND = 12582912.0  # 1.5 * 2**23: (y + _ROUND) - _ROUND = y rounded to an integer, |y| < 2**22
+_LN2_HI, _LN2_LO = 0.693359375, -2.12194440e-4  # n * _LN2_HI is exact for n < 2**15
 # Cephes tanhf below |x| = 0.625 (odd polynomial: full relative precision near 0).
 _TANH_P = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
            -3.33332819422e-1)
@@ -47,9 +50,9 @@ def exp_arith(x):
     if x.dtype != mx.float32:
         return mx.exp(x)
     xc = mx.clip(x, EXP_LO, EXP_HI)
-    n = mx.floor(xc * 1.44269504088896341 + 0.5)
-    r = xc - n * 0.693359375  # ln 2 split in two, so n * ln 2 is exact
-    r = r - n * -2.12194440e-4
+    n = mx.floor(xc * _LOG2E + 0.5)
+    r = xc - n * _LN2_HI  # ln 2 split in two, so n * ln 2 is exact
+    r = r - n * _LN2_LO
     p = _EXP_P[0]
     for c in _EXP_P[1:]:
         p = p * r + c
@@ -97,9 +100,6 @@ def tanh_arith(x):
 #   kernels (clamp, 2**-n, reduced argument, its expm1, result) with one output each;
 # - selects by sign as arithmetic with constant-select factors: w + s * y, (w, s) = (0, 1) or
 #   (1, -1), exact.
-_LOG2E = 1.4426950408889634
-_ROUND = 12582912.0  # 1.5 * 2**23: (y + _ROUND) - _ROUND = y rounded to an integer, |y| < 2**22
-_LN2_HI, _LN2_LO = 0.693359375, -2.12194440e-4  # n * _LN2_HI is exact for n < 2**15
 _POW2_BITS = [1 << j for j in range(7)]  # n <= 126
 
 
