@@ -10,8 +10,10 @@ stamp="$venv/.audio-ports-setup"
 want=$(cat "$here/scripts/setup_env.sh" "$c" "$here/pyproject.toml" | sha256sum | cut -c1-16)
 
 # Debian packages: optimized BLAS for mlx (see ports/common/blas.py), espeak-ng for test speech,
-# ffmpeg for odd audio formats. Only when missing, and only where apt-get can run.
+# ffmpeg for odd audio formats, g++ for MLX's mx.compile kernels and the run-time C++ kernels
+# (ports/common/native.py). Only when missing, and only where apt-get can run.
 need=()
+command -v g++ >/dev/null || need+=(g++)
 ldconfig -p 2>/dev/null | grep -q 'libopenblas.so.0' || need+=(libopenblas0-pthread)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v ffmpeg >/dev/null || need+=(ffmpeg)

@@ -6,12 +6,18 @@ names mirror the original's state dict (see ``convert.py`` for the few differenc
 """
 from __future__ import annotations
 
+import ctypes
+import os
+from pathlib import Path
+
+import numpy as np
+
 from ports.common.blas import import_mlx
 
 mx = import_mlx()  # the optimized BLAS must be global before MLX loads
 import mlx.nn as nn  # noqa: E402
 
-from ports.common import mlx_layers, mlx_ops  # noqa: E402
+from ports.common import mlx_layers, mlx_ops, native  # noqa: E402
 from ports.common.mlx_layers import Conv1d, Linear, leaky_relu  # noqa: E402
 
 from .config import (CONV_CHANNELS, CONV_KERNEL, POOL, SINC_FILTERS, SINC_KERNEL,
@@ -171,6 +177,9 @@ class BiLSTM(nn.Module):
     the step count, not the FLOPs, sets the small-batch time.
     """
 
+    # "native": the whole layer's time loop in C++ (``bilstm.cpp``, built at run time by
+    # ports.common.native), both directions on two threads; the CPU default for float32 where a
+    # compiler is present. The pure-MLX kinds stay as its tested fallback:
     # "jit": the step under mx.compile with ``mlx_layers.activations(jit=True)`` (on the CPU the
     # vectorised sigmoid_jit/tanh_jit, as accurate as libm's; MLX's own on the GPU); "fused":
     # under mx.compile with MLX's own mx.sigmoid/mx.tanh (scalar on the CPU, same numbers as
@@ -200,6 +209,8 @@ class BiLSTM(nn.Module):
             return self.step_kind
         if mlx_layers.on_gpu():
             return "jit"
+        if native_lstm() is not None:
+            return "native"
         if not mlx_layers.cpu_jit_available():
             return "eager"
         return "jit" if batch >= self.jit_min_batch else "fused"
@@ -215,14 +226,20 @@ class BiLSTM(nn.Module):
         """One bidirectional layer: (In, T, B) -> (2H, T, B) = [forward; backward]."""
         n_in, t_len, b = x.shape
         n = self.hidden
+        kind = self._kind(b)
+        if kind == "native" and (x.dtype != mx.float32 or n % 16 or not t_len or not b):
+            kind = "jit"
         xs = mx.stack([x, x[:, ::-1]]).reshape(2, n_in, t_len * b)  # backward: reversed time
         w_ih = self._gate_major("weight_ih", k)  # (4, 2, H, In)
         bias = self._gate_major("bias", k)[..., None]  # (4, 2, H, 1)
         xp = mx.addmm(bias, w_ih, xs).reshape(4, 2, n, t_len, b)
+        if kind == "native":
+            p = self.parameters()
+            return _native_layer(xp, p[f"weight_hh_l{k}"], p[f"weight_hh_l{k}_reverse"])
         # one Split primitive hands out every step's (4, 2, H, 1, B) block
         xp_steps = mx.split(xp, t_len, axis=3)
         w_hh = self._gate_major("weight_hh", k)  # (4, 2, H, H)
-        step = step_fn(self._kind(b))
+        step = step_fn(kind)
         h = c = mx.zeros((1, 2, n, b), dtype=x.dtype)
         outs = []
         for i in range(t_len):
@@ -250,7 +267,44 @@ def _step_math(sigmoid, tanh, xp_t, w_hh, h, c):
     return o * tanh(c), c
 
 
-STEP_KINDS = ("jit", "fused", "eager")
+def native_lstm():
+    """The C++ layer kernel (ctypes), or None: not Linux, no compiler, AUDIO_PORTS_NATIVE=0."""
+    if mlx_layers.on_gpu():
+        return None
+    lib = native.load(str(Path(__file__).with_name("bilstm.cpp")), abi=("bilstm_abi", 1))
+    if lib is not None and not getattr(lib, "_typed", False):
+        f32 = ctypes.POINTER(ctypes.c_float)
+        lib.bilstm_layer.argtypes = [f32, f32, f32, f32, ctypes.c_int, ctypes.c_int,
+                                     ctypes.c_int, ctypes.c_int]
+        lib.bilstm_layer.restype = ctypes.c_int
+        lib.bilstm_activations.argtypes = [f32, f32, f32, ctypes.c_long]
+        lib.bilstm_activations.restype = None
+        lib._typed = True
+    return lib
+
+
+def _f32(a: np.ndarray):
+    return a.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+
+
+def _native_layer(xp, w_fwd, w_bwd):
+    """xp (4, 2, H, T, B) input projections, weight_hh of both directions (4H, H) ->
+    (2H, T, B), by ``bilstm.cpp`` (ctypes releases the GIL for the call)."""
+    _, _, n, t_len, b = xp.shape
+    mx.eval(xp, w_fwd, w_bwd)
+    xp_np, wf, wb = (np.ascontiguousarray(a, dtype=np.float32) for a in (xp, w_fwd, w_bwd))
+    out = np.empty((2 * n, t_len, b), dtype=np.float32)
+    threads = 2 if len(os.sched_getaffinity(0)) >= 2 else 1
+    lib = native_lstm()
+    if lib is None:
+        raise RuntimeError("the native LSTM needs Linux and g++ on PATH (and AUDIO_PORTS_NATIVE "
+                           "not 0); use BiLSTM.step_kind 'jit', 'fused' or 'eager'")
+    if lib.bilstm_layer(_f32(xp_np), _f32(wf), _f32(wb), _f32(out), n, t_len, b, threads):
+        raise ValueError(f"native LSTM: hidden {n} is not a multiple of 16, or T={t_len}, B={b}")
+    return mx.array(out)
+
+
+STEP_KINDS = ("native", "jit", "fused", "eager")
 _step_cache: dict = {}
 
 

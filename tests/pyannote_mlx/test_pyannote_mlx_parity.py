@@ -36,7 +36,7 @@ def test_stages(fx):
 
 def test_stages_compiled_lstm_step(fx, monkeypatch):
     """The LSTM step under mx.compile (the GPU default; on the CPU with the arithmetic
-    sigmoid/tanh) holds the same per-stage bounds as the default eager CPU step."""
+    sigmoid/tanh, the fallback of the C++ layer) holds the same per-stage bounds."""
     from ports.pyannote_mlx.model import BiLSTM
 
     monkeypatch.setattr(BiLSTM, "step_kind", "jit")
@@ -89,9 +89,16 @@ def test_lstm_step_kind_by_batch(monkeypatch):
     from ports.common import mlx_layers
     from ports.pyannote_mlx.model import BiLSTM, step_fn
 
+    from ports.pyannote_mlx import model
+
     lstm = BiLSTM(4, 2, 1)
     if mlx_layers.on_gpu():
         assert lstm._kind(1) == lstm._kind(128) == "jit"
+    else:  # the set-up has g++: the C++ layer is the CPU default at every batch
+        assert lstm._kind(1) == lstm._kind(128) == "native"
+    monkeypatch.setattr(model, "native_lstm", lambda: None)  # AUDIO_PORTS_NATIVE=0, or no g++
+    if mlx_layers.on_gpu():
+        pass
     elif mlx_layers.cpu_jit_available():
         assert lstm._kind(lstm.jit_min_batch - 1) == "fused"
         assert lstm._kind(lstm.jit_min_batch) == "jit"

@@ -1,0 +1,85 @@
+"""The C++ BiLSTM layer (``bilstm.cpp``, the CPU default) against the pure-MLX step it replaces:
+the same activations bit for bit, the same layer outputs to float32 rounding of the dot products,
+the same labels. Its parity with pyannote itself is ``test_stages`` (the default path)."""
+import numpy as np
+import pytest
+
+from ports.common import mlx_layers
+from ports.pyannote_mlx import model
+from ports.pyannote_mlx.model import BiLSTM, mx
+
+pytestmark = pytest.mark.skipif(mlx_layers.on_gpu(), reason="the C++ layer is the CPU path")
+
+
+@pytest.fixture(scope="module")
+def lib():
+    lib = model.native_lstm()
+    assert lib is not None, "the set-up installs g++: the native layer must build here"
+    return lib
+
+
+def test_activations_bitwise_equal_mlx_jit(lib):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 3, 200_000), np.linspace(-100, 100, 200_001),
+                        [0.0, -0.0, 0.55, -0.55, 87.4, -87.4, 1e-30, -1e-30, 1e4, -1e4]])
+    x = x.astype(np.float32)
+    sig, tnh = np.empty_like(x), np.empty_like(x)
+    lib.bilstm_activations(model._f32(x), model._f32(sig), model._f32(tnh), x.size)
+    s2, t2 = mx.compile(lambda a: (mlx_layers.sigmoid_jit(a), mlx_layers.tanh_jit(a)))(mx.array(x))
+    assert np.array_equal(sig, np.array(s2)) and np.array_equal(tnh, np.array(t2))
+
+
+def _lstm(hidden=128, n_in=60, layers=2, seed=1):
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    rng = np.random.default_rng(seed)
+    lstm = BiLSTM(n_in, hidden, layers)
+    lstm.update(tree_unflatten([(k, mx.array(rng.normal(0, 0.15, v.shape).astype(np.float32)))
+                                for k, v in tree_flatten(lstm.parameters())]))
+    return lstm, rng
+
+
+@pytest.mark.parametrize("batch", [1, 3, 4, 5, 8, 33])
+def test_layer_matches_mlx_step(lib, monkeypatch, batch):
+    """Every batch-padding case of the kernel (dot products below 4, 8-wide column tiles above)."""
+    lstm, rng = _lstm()
+    x = mx.array(rng.normal(0, 1, (60, 97, batch)).astype(np.float32))
+    out = {}
+    for kind in ("native", "jit"):
+        monkeypatch.setattr(BiLSTM, "step_kind", kind)
+        out[kind] = np.array(lstm(x))
+    assert out["native"].shape == (256, 97, batch)
+    np.testing.assert_allclose(out["native"], out["jit"], rtol=0, atol=1e-6)
+
+
+def test_threads_do_not_change_results(lib):
+    rng = np.random.default_rng(2)
+    h, t, b = 32, 41, 6
+    xp = rng.normal(0, 1, (4, 2, h, t, b)).astype(np.float32)
+    w = [rng.normal(0, 0.2, (4 * h, h)).astype(np.float32) for _ in range(2)]
+    outs = []
+    for threads in (1, 2):
+        out = np.empty((2 * h, t, b), np.float32)
+        assert lib.bilstm_layer(*(model._f32(a) for a in (xp, *w, out)), h, t, b, threads) == 0
+        outs.append(out)
+    assert np.array_equal(*outs)
+
+
+def test_unsupported_hidden_uses_mlx_step(lib, monkeypatch):
+    """A hidden size the kernel does not tile (not a multiple of 16) runs the MLX step."""
+    lstm, rng = _lstm(hidden=12, n_in=5, layers=1)
+    x = mx.array(rng.normal(0, 1, (5, 20, 3)).astype(np.float32))
+    a = np.array(lstm(x))
+    monkeypatch.setattr(BiLSTM, "step_kind", "jit")
+    np.testing.assert_array_equal(a, np.array(lstm(x)))
+    h = 12
+    bad = np.zeros((4, 2, h, 1, 1), np.float32)
+    assert lib.bilstm_layer(*(model._f32(a) for a in (bad, bad, bad, bad)), h, 1, 1, 1) == 1
+
+
+def test_forced_native_without_library_is_a_clear_error(monkeypatch):
+    lstm, rng = _lstm(hidden=16, n_in=4, layers=1)
+    monkeypatch.setattr(model, "native_lstm", lambda: None)
+    monkeypatch.setattr(BiLSTM, "step_kind", "native")
+    with pytest.raises(RuntimeError, match="native LSTM needs Linux and g.. on PATH"):
+        lstm(mx.array(rng.normal(0, 1, (4, 5, 2)).astype(np.float32)))
