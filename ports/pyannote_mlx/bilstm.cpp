@@ -145,13 +145,13 @@ void gemm_dots(const float* __restrict w, const float* __restrict ht, float* __r
 
 constexpr int kDotsBelow = 4;  // batch below which gemm_dots is used
 
-// One direction. xp: (4, 2, H, T, B) input projections with the bias (g rows pre-scaled by 2),
-// the backward direction's computed from the time-reversed input; w: (4H, H) weight_hh of this
-// direction (pre-scaled g rows); out: (2H, T, B), this direction's h at rows [d*H, d*H + H) in
-// forward time. Inside, the batch is padded to bp (a multiple of 8) with zero columns, which
-// stay zero (sigmoid(0) gates keep c = h = 0).
-void run_direction(const float* xp, const float* w, float* out, int hid, int t_len, int b,
-                   int d) {
+// One direction. xp: (2, 4H, T, B) input projections W_ih x of both directions, in forward
+// time, without the bias; bias: (4H) this direction's; w: (4H, H) weight_hh of this direction
+// (g rows pre-scaled by 2 in all three); out: (2H, T, B), this direction's h at rows
+// [d*H, d*H + H) in forward time. Inside, the batch is padded to bp (a multiple of 8) with zero
+// columns, which stay zero (sigmoid(0) gates keep c = h = 0).
+void run_direction(const float* xp, const float* bias, const float* w, float* out, int hid,
+                   int t_len, int b, int d) {
   const int rows = 4 * hid;
   const int bp = (b + kV - 1) / kV * kV;
   const size_t hb = (size_t)hid * bp;
@@ -159,20 +159,18 @@ void run_direction(const float* xp, const float* w, float* out, int hid, int t_l
       c(hb, 0.0f);
   const bool dots = b < kDotsBelow;
   for (int s = 0; s < t_len; ++s) {
+    const int t = d == 0 ? s : t_len - 1 - s;  // the backward direction walks time backwards
     if (dots)
       gemm_dots(w, ht.data(), acc.data(), rows, hid, b, bp);
     else
       gemm_rows(w, hcur.data(), acc.data(), rows, hid, bp);
-    // + xp_t (after the products, as sgemm with beta = 1); xp_t of gate g is (H, B) at stride
-    // T * B per row
-    for (int g = 0; g < 4; ++g) {
-      const float* xg = xp + ((size_t)(g * 2 + d) * hid * t_len + s) * b;
-      float* ag = acc.data() + (size_t)g * hb;
-      for (int i = 0; i < hid; ++i) {
-        const float* __restrict xr = xg + (size_t)i * t_len * b;
-        float* __restrict ar = ag + (size_t)i * bp;
-        for (int j = 0; j < b; ++j) ar[j] = ar[j] + xr[j];
-      }
+    // + (W_ih x_t + bias), rounded as the MLX step's addmm(bias, W_ih, x) then addmm(that,
+    // W_hh, h); row r of this direction's projection is (T, B) at xp + (d 4H + r) T B
+    for (int r = 0; r < rows; ++r) {
+      const float* __restrict xr = xp + ((size_t)(d * rows + r) * t_len + t) * b;
+      const float br = bias[r];
+      float* __restrict ar = acc.data() + (size_t)r * bp;
+      for (int j = 0; j < b; ++j) ar[j] = ar[j] + (xr[j] + br);
     }
     float* __restrict ga = acc.data();
     for (size_t e = 0; e < (size_t)rows * bp; ++e) ga[e] = sigmoid(ga[e]);
@@ -187,9 +185,8 @@ void run_direction(const float* xp, const float* w, float* out, int hid, int t_l
       cc[e] = cn;
       hh[e] = go[e] * tanh_(cn);
     }
-    const int t_out = d == 0 ? s : t_len - 1 - s;
     for (int i = 0; i < hid; ++i)
-      std::memcpy(out + ((size_t)(d * hid + i) * t_len + t_out) * b, hh + (size_t)i * bp,
+      std::memcpy(out + ((size_t)(d * hid + i) * t_len + t) * b, hh + (size_t)i * bp,
                   sizeof(float) * b);
     if (dots)
       for (int i = 0; i < hid; ++i)
@@ -202,21 +199,23 @@ void run_direction(const float* xp, const float* w, float* out, int hid, int t_l
 extern "C" {
 
 // Version of this interface (checked by the loader).
-int bilstm_abi(void) { return 1; }
+int bilstm_abi(void) { return 2; }
 
-// xp (4, 2, H, T, B), w_fwd and w_bwd (4H, H), out (2H, T, B); threads: 1 runs the directions
+// xp (2, 4H, T, B) = [weight_ih; weight_ih_reverse] x, bias_fwd and bias_bwd (4H), w_fwd and
+// w_bwd (4H, H), out (2H, T, B); threads: 1 runs the directions
 // one after the other, 2 side by side. Returns 0; 1 for a hidden size that is not a multiple
 // of 16 or an empty shape (the caller uses the MLX step then).
-int bilstm_layer(const float* xp, const float* w_fwd, const float* w_bwd, float* out, int hid,
-                 int t_len, int b, int threads) {
+int bilstm_layer(const float* xp, const float* bias_fwd, const float* bias_bwd,
+                 const float* w_fwd, const float* w_bwd, float* out, int hid, int t_len, int b,
+                 int threads) {
   if (hid % 16 != 0 || hid <= 0 || t_len <= 0 || b <= 0) return 1;
   if (threads >= 2) {
-    std::thread back(run_direction, xp, w_bwd, out, hid, t_len, b, 1);
-    run_direction(xp, w_fwd, out, hid, t_len, b, 0);
+    std::thread back(run_direction, xp, bias_bwd, w_bwd, out, hid, t_len, b, 1);
+    run_direction(xp, bias_fwd, w_fwd, out, hid, t_len, b, 0);
     back.join();
   } else {
-    run_direction(xp, w_fwd, out, hid, t_len, b, 0);
-    run_direction(xp, w_bwd, out, hid, t_len, b, 1);
+    run_direction(xp, bias_fwd, w_fwd, out, hid, t_len, b, 0);
+    run_direction(xp, bias_bwd, w_bwd, out, hid, t_len, b, 1);
   }
   return 0;
 }

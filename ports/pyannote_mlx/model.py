@@ -122,16 +122,61 @@ class InstanceNorm(nn.Module):
 
 class SincConv(nn.Module):
     """asteroid ``Encoder(ParamSincFB(80, 251, stride))``: the 80 filters are computed once at
-    conversion from ``low_hz_``/``band_hz_``/``n_``/``window_`` (they only depend on those)."""
+    conversion from ``low_hz_``/``band_hz_``/``n_``/``window_`` (they only depend on those).
+
+    On the CPU the conv runs in ``sincnet.cpp`` (folded windows, |.| and the max-pool taken on
+    its accumulators) when the filters are [symmetric; antisymmetric] exactly, as asteroid builds
+    them; else, on the GPU, or without the native kernels, ``mx.conv1d``."""
 
     def __init__(self, stride: int):
         super().__init__()
         self.stride = stride
         self.weight = mx.zeros((SINC_FILTERS, SINC_KERNEL, 1))
+        self._folded = (None, None)
 
-    def __call__(self, x):
-        # x (B, N, 1) -> (B, frames, 80); no bias, no padding
-        return mx.conv1d(x, self.weight, stride=self.stride)
+    def folded(self):
+        """(ws, wa, ns) for ``sincnet.cpp``, or None where the filters are not [ns symmetric;
+        antisymmetric] exactly; cached per weight array."""
+        if self._folded[0] is self.weight:
+            return self._folded[1]
+        w = np.asarray(self.weight, dtype=np.float32)[:, :, 0]  # (F, K)
+        k = w.shape[1]
+        sym = np.all(w == w[:, ::-1], axis=1)
+        anti = np.all(w == -w[:, ::-1], axis=1)
+        ns = int(np.argmin(sym)) if not sym.all() else len(sym)
+        res = None
+        if k % 2 and sym[:ns].all() and anti[ns:].all():
+            half = k // 2
+            kp = -(-(half + 1) // 8) * 8
+
+            def pack(rows, taps):  # (F, taps) -> (kp, F padded to 8), zeros elsewhere
+                out = np.zeros((kp, -(-len(rows) // 8) * 8), np.float32)
+                out[:taps, :len(rows)] = rows[:, :taps].T
+                return out
+            res = (pack(w[:ns], half + 1), pack(w[ns:], half), ns, half, kp)
+        self._folded = (self.weight, res)
+        return res
+
+    def __call__(self, x, pool: bool = False):
+        """x (B, N, 1) -> (B, frames, 80), no bias, no padding; ``pool``: ``max_pool3(|.|)`` of
+        that, (B, frames // 3, 80)."""
+        fold = None if mlx_layers.on_gpu() or x.dtype != mx.float32 else self.folded()
+        lib = _native("sincnet") if fold is not None else None
+        if lib is None:
+            y = mx.conv1d(x, self.weight, stride=self.stride)
+            return _abs_max3(*_pool3_views(y)) if pool else y
+        ws, wa, ns, half, kp = fold
+        b, n, _ = x.shape
+        frames = (n - 2 * half - 1) // self.stride + 1
+        if frames < 1:
+            raise ValueError(f"SincNet needs at least {2 * half + 1} samples, got {n}")
+        mx.eval(x)
+        xn = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(b, n))
+        out = np.empty((b, frames // POOL if pool else frames, self.weight.shape[0]), np.float32)
+        if lib.sinc_conv(_f32(xn), n, b, _f32(ws), ns, _f32(wa), self.weight.shape[0] - ns, half,
+                         self.stride, kp, int(pool), _f32(out), _threads()):
+            raise ValueError(f"sinc conv: bad sizes (n={n}, batch={b})")
+        return mx.array(out)
 
 
 class SincNet(nn.Module):
@@ -143,20 +188,25 @@ class SincNet(nn.Module):
         self.norm1d = [InstanceNorm(SINC_FILTERS), InstanceNorm(CONV_CHANNELS),
                        InstanceNorm(CONV_CHANNELS)]
 
-    def stages(self, waveforms):
-        """Yield (name, activation) after each stage; activations are channels-last."""
+    def stages(self, waveforms, every: bool = True):
+        """Yield (name, activation) after each stage; activations are channels-last.
+        ``every=False`` skips the "sinc_conv" stage: the conv then takes |.| and the pool
+        itself (one pass, same numbers)."""
         b, _, n = waveforms.shape
         x = self.wav_norm1d(waveforms.reshape(b, n, 1))  # (B, N, 1): one channel, no transpose
         yield "wav_norm", x.reshape(b, 1, n)
         for c, (conv, norm) in enumerate(zip(self.conv1d, self.norm1d)):
-            x = conv(x)
-            if c == 0:
-                yield "sinc_conv", x
-            x = pool_norm_leaky_relu(x, norm.weight, norm.bias, take_abs=c == 0)
+            if c == 0 and not every:
+                x = instance_norm(conv(x, pool=True), norm.weight, norm.bias, leaky=True)
+            else:
+                x = conv(x)
+                if c == 0:
+                    yield "sinc_conv", x
+                x = pool_norm_leaky_relu(x, norm.weight, norm.bias, take_abs=c == 0)
             yield f"sincnet_block{c}", x
 
     def __call__(self, waveforms):
-        for _, x in self.stages(waveforms):
+        for _, x in self.stages(waveforms, every=False):
             pass
         return x
 
@@ -229,13 +279,16 @@ class BiLSTM(nn.Module):
         kind = self._kind(b)
         if kind == "native" and (x.dtype != mx.float32 or n % 16 or not t_len or not b):
             kind = "jit"
+        if kind == "native":  # both directions' W_ih x in one GEMM, in forward time
+            p = self.parameters()
+            w_ih = mx.concatenate([p[f"weight_ih_l{k}"], p[f"weight_ih_l{k}_reverse"]])
+            xp = (w_ih @ x.reshape(n_in, t_len * b)).reshape(2, 4 * n, t_len, b)
+            return _native_layer(xp, *(p[f"{name}_l{k}{sfx}"] for name in ("bias", "weight_hh")
+                                       for sfx in ("", "_reverse")))
         xs = mx.stack([x, x[:, ::-1]]).reshape(2, n_in, t_len * b)  # backward: reversed time
         w_ih = self._gate_major("weight_ih", k)  # (4, 2, H, In)
         bias = self._gate_major("bias", k)[..., None]  # (4, 2, H, 1)
         xp = mx.addmm(bias, w_ih, xs).reshape(4, 2, n, t_len, b)
-        if kind == "native":
-            p = self.parameters()
-            return _native_layer(xp, p[f"weight_hh_l{k}"], p[f"weight_hh_l{k}_reverse"])
         # one Split primitive hands out every step's (4, 2, H, 1, B) block
         xp_steps = mx.split(xp, t_len, axis=3)
         w_hh = self._gate_major("weight_hh", k)  # (4, 2, H, H)
@@ -267,39 +320,60 @@ def _step_math(sigmoid, tanh, xp_t, w_hh, h, c):
     return o * tanh(c), c
 
 
-def native_lstm():
-    """The C++ layer kernel (ctypes), or None: not Linux, no compiler, AUDIO_PORTS_NATIVE=0."""
+_F32 = ctypes.POINTER(ctypes.c_float)
+_I, _L = ctypes.c_int, ctypes.c_long
+# name -> {function: (argtypes, restype)} of the C++ kernels next to this file
+_ABI = {"bilstm": 2, "sincnet": 1}  # interface versions the .cpp files return
+_NATIVE = {
+    "bilstm": {"bilstm_layer": ([_F32] * 6 + [_I] * 4, _I),
+               "bilstm_activations": ([_F32, _F32, _F32, _L], None)},
+    "sincnet": {"sinc_conv": ([_F32, _L, _I, _F32, _I, _F32, _I, _I, _I, _I, _I, _F32, _I], _I)},
+}
+
+
+def _native(name: str):
+    """The C++ kernels of ``name``.cpp (ctypes, typed), or None: GPU, not Linux, no compiler,
+    AUDIO_PORTS_NATIVE=0."""
     if mlx_layers.on_gpu():
         return None
-    lib = native.load(str(Path(__file__).with_name("bilstm.cpp")), abi=("bilstm_abi", 1))
+    lib = native.load(str(Path(__file__).with_name(f"{name}.cpp")),
+                      abi=(f"{name}_abi", _ABI[name]))
     if lib is not None and not getattr(lib, "_typed", False):
-        f32 = ctypes.POINTER(ctypes.c_float)
-        lib.bilstm_layer.argtypes = [f32, f32, f32, f32, ctypes.c_int, ctypes.c_int,
-                                     ctypes.c_int, ctypes.c_int]
-        lib.bilstm_layer.restype = ctypes.c_int
-        lib.bilstm_activations.argtypes = [f32, f32, f32, ctypes.c_long]
-        lib.bilstm_activations.restype = None
+        for fn, (args, res) in _NATIVE[name].items():
+            getattr(lib, fn).argtypes = args
+            getattr(lib, fn).restype = res
         lib._typed = True
     return lib
 
 
+def native_lstm():
+    """The C++ BiLSTM layer, or None (see ``_native``)."""
+    return _native("bilstm")
+
+
 def _f32(a: np.ndarray):
-    return a.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+    return a.ctypes.data_as(_F32)
 
 
-def _native_layer(xp, w_fwd, w_bwd):
-    """xp (4, 2, H, T, B) input projections, weight_hh of both directions (4H, H) ->
-    (2H, T, B), by ``bilstm.cpp`` (ctypes releases the GIL for the call)."""
-    _, _, n, t_len, b = xp.shape
-    mx.eval(xp, w_fwd, w_bwd)
-    xp_np, wf, wb = (np.ascontiguousarray(a, dtype=np.float32) for a in (xp, w_fwd, w_bwd))
-    out = np.empty((2 * n, t_len, b), dtype=np.float32)
-    threads = 2 if len(os.sched_getaffinity(0)) >= 2 else 1
+def _threads() -> int:
+    return 2 if len(os.sched_getaffinity(0)) >= 2 else 1
+
+
+def _native_layer(xp, bias_fwd, bias_bwd, w_fwd, w_bwd):
+    """xp (2, 4H, T, B) = W_ih x of both directions without the bias, the biases (4H) and
+    weight_hh (4H, H) of both directions -> (2H, T, B), by ``bilstm.cpp`` (ctypes releases the
+    GIL for the call)."""
+    _, _, t_len, b = xp.shape
+    n = w_fwd.shape[1]
     lib = native_lstm()
     if lib is None:
         raise RuntimeError("the native LSTM needs Linux and g++ on PATH (and AUDIO_PORTS_NATIVE "
                            "not 0); use BiLSTM.step_kind 'jit', 'fused' or 'eager'")
-    if lib.bilstm_layer(_f32(xp_np), _f32(wf), _f32(wb), _f32(out), n, t_len, b, threads):
+    arrays = (xp, bias_fwd, bias_bwd, w_fwd, w_bwd)
+    mx.eval(*arrays)
+    arrays = [np.ascontiguousarray(a, dtype=np.float32) for a in arrays]
+    out = np.empty((2 * n, t_len, b), dtype=np.float32)
+    if lib.bilstm_layer(*(_f32(a) for a in (*arrays, out)), n, t_len, b, _threads()):
         raise ValueError(f"native LSTM: hidden {n} is not a multiple of 16, or T={t_len}, B={b}")
     return mx.array(out)
 

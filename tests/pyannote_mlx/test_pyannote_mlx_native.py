@@ -55,8 +55,9 @@ def test_layer_matches_mlx_step(lib, monkeypatch, batch):
 def test_threads_do_not_change_results(lib):
     rng = np.random.default_rng(2)
     h, t, b = 32, 41, 6
-    xp = rng.normal(0, 1, (4, 2, h, t, b)).astype(np.float32)
+    xp = rng.normal(0, 1, (2, 4 * h, t, b)).astype(np.float32)
     w = [rng.normal(0, 0.2, (4 * h, h)).astype(np.float32) for _ in range(2)]
+    w = [rng.normal(0, 0.2, 4 * h).astype(np.float32) for _ in range(2)] + w
     outs = []
     for threads in (1, 2):
         out = np.empty((2 * h, t, b), np.float32)
@@ -73,8 +74,8 @@ def test_unsupported_hidden_uses_mlx_step(lib, monkeypatch):
     monkeypatch.setattr(BiLSTM, "step_kind", "jit")
     np.testing.assert_array_equal(a, np.array(lstm(x)))
     h = 12
-    bad = np.zeros((4, 2, h, 1, 1), np.float32)
-    assert lib.bilstm_layer(*(model._f32(a) for a in (bad, bad, bad, bad)), h, 1, 1, 1) == 1
+    bad = np.zeros((2, 4 * h, 1, 1), np.float32)
+    assert lib.bilstm_layer(*(model._f32(a) for a in [bad] * 6), h, 1, 1, 1) == 1
 
 
 def test_forced_native_without_library_is_a_clear_error(monkeypatch):
