@@ -80,6 +80,9 @@ inline vf8 load8(const float* p) {
 
 inline void store8(float* p, vf8 v) { std::memcpy(p, &v, sizeof v); }
 
+// a broadcast (vf8{} + c would be an add: 0 + c is not c for c = -0)
+inline vf8 splat8(float c) { return vf8{c, c, c, c, c, c, c, c}; }
+
 // Rows r0..r0+3, columns [col, col + 8 NV) of acc (R x bp) from h (H x bp), bp % 8 == 0.
 template <int NV>
 inline void tile_rows(const float* __restrict w, const float* __restrict h, float* __restrict acc,
@@ -93,7 +96,7 @@ inline void tile_rows(const float* __restrict w, const float* __restrict h, floa
     for (int v = 0; v < NV; ++v) hv[v] = load8(h + (size_t)k * bp + col + kV * v);
     for (int r = 0; r < 4; ++r) {
       float c = w0[(size_t)r * hid + k];
-      vf8 wr = vf8{} + c;
+      vf8 wr = splat8(c);
       for (int v = 0; v < NV; ++v) a[r][v] = wr * hv[v] + a[r][v];
     }
   }

@@ -101,11 +101,29 @@ def instance_norm(x, weight, bias, leaky: bool = False):
     return (_norm_affine_leaky_relu if leaky else _affine)(x, mean, scale, bias)
 
 
+def norm_leaky_relu(x, weight, bias, pool: int = 1):
+    """``leaky_relu(InstanceNorm1d(MaxPool1d(pool)(x)))`` (pool 1 or 3) on channels-last (B, T, C):
+    in ``sincnet.cpp`` on the CPU (sums in double), else the MLX passes below."""
+    lib = _native("sincnet") if x.dtype == mx.float32 else None
+    if lib is None:
+        if pool > 1:
+            x = _max3(*_pool3_views(x))
+        return instance_norm(x, weight, bias, leaky=True)
+    b, t, c = x.shape
+    mx.eval(x, weight, bias)
+    xn, wn, bn = (np.ascontiguousarray(a, dtype=np.float32) for a in (x, weight, bias))
+    out = np.empty((b, t // pool, c), np.float32)
+    if lib.instance_norm(_f32(xn), b, t, c, pool, _f32(wn), _f32(bn), EPS, 1, _f32(out),
+                         _threads()):
+        raise ValueError(f"instance norm: too few frames ({t}) for pool {pool}")
+    return mx.array(out)
+
+
 def pool_norm_leaky_relu(x, weight, bias, take_abs: bool = False):
-    """``leaky_relu(InstanceNorm1d(MaxPool1d(3)(|x| or x)))`` on channels-last (B, T, C); the
-    pooling (with the abs) is one fused pass over three strided views."""
-    x = (_abs_max3 if take_abs else _max3)(*_pool3_views(x))
-    return instance_norm(x, weight, bias, leaky=True)
+    """``leaky_relu(InstanceNorm1d(MaxPool1d(3)(|x| or x)))`` on channels-last (B, T, C)."""
+    if take_abs:  # one fused pass over three strided views
+        return norm_leaky_relu(_abs_max3(*_pool3_views(x)), weight, bias)
+    return norm_leaky_relu(x, weight, bias, pool=POOL)
 
 
 class InstanceNorm(nn.Module):
@@ -197,7 +215,7 @@ class SincNet(nn.Module):
         yield "wav_norm", x.reshape(b, 1, n)
         for c, (conv, norm) in enumerate(zip(self.conv1d, self.norm1d)):
             if c == 0 and not every:
-                x = instance_norm(conv(x, pool=True), norm.weight, norm.bias, leaky=True)
+                x = norm_leaky_relu(conv(x, pool=True), norm.weight, norm.bias)
             else:
                 x = conv(x)
                 if c == 0:
@@ -323,11 +341,13 @@ def _step_math(sigmoid, tanh, xp_t, w_hh, h, c):
 _F32 = ctypes.POINTER(ctypes.c_float)
 _I, _L = ctypes.c_int, ctypes.c_long
 # name -> {function: (argtypes, restype)} of the C++ kernels next to this file
-_ABI = {"bilstm": 2, "sincnet": 1}  # interface versions the .cpp files return
+_ABI = {"bilstm": 2, "sincnet": 2}  # interface versions the .cpp files return
 _NATIVE = {
     "bilstm": {"bilstm_layer": ([_F32] * 6 + [_I] * 4, _I),
                "bilstm_activations": ([_F32, _F32, _F32, _L], None)},
-    "sincnet": {"sinc_conv": ([_F32, _L, _I, _F32, _I, _F32, _I, _I, _I, _I, _I, _F32, _I], _I)},
+    "sincnet": {"sinc_conv": ([_F32, _L, _I, _F32, _I, _F32, _I, _I, _I, _I, _I, _F32, _I], _I),
+                "instance_norm": ([_F32, _I, _L, _I, _I, _F32, _F32, ctypes.c_float, _I, _F32, _I],
+                                  _I)},
 }
 
 

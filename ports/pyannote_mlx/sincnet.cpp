@@ -31,6 +31,9 @@ inline vf8 load8(const float* p) {
 
 inline void store8(float* p, vf8 v) { std::memcpy(p, &v, sizeof v); }
 
+// a broadcast (vf8{} + c would be an add: 0 + c is not c for c = -0)
+inline vf8 splat8(float c) { return vf8{c, c, c, c, c, c, c, c}; }
+
 inline vf8 abs8(vf8 v) {
   typedef int vi8 __attribute__((vector_size(32)));
   vi8 m = (vi8)v & 0x7fffffff;
@@ -48,7 +51,7 @@ inline void tile3(const float* __restrict win, int kp, const float* __restrict w
   for (int r = 0; r < 3; ++r)
     for (int v = 0; v < NV; ++v) a[r][v] = vf8{};
   for (int k = 0; k < kp; ++k) {
-    vf8 x0 = vf8{} + win[k], x1 = vf8{} + win[kp + k], x2 = vf8{} + win[2 * kp + k];
+    vf8 x0 = splat8(win[k]), x1 = splat8(win[kp + k]), x2 = splat8(win[2 * kp + k]);
     for (int v = 0; v < NV; ++v) {
       vf8 wv = load8(w + (size_t)k * wld + kV * v);
       a[0][v] = x0 * wv + a[0][v];
@@ -137,11 +140,66 @@ void run_block(const Job& j, int b, long r0, long r1, std::vector<float>& win,
   }
 }
 
+// InstanceNorm1d(C, affine) over T of one chunk (t_in, c) channels-last, after MaxPool1d(pool)
+// (floor) when pool > 1, then leaky_relu as the MLX path writes it. The sums over T run in
+// double (the MLX path sums float32 as a tree for the same reason: a long float32 sum drifts).
+void norm_chunk(const float* __restrict x, long t_in, int c, int pool, const float* w,
+                const float* bias, float eps, int leaky, float* __restrict out) {
+  const long t = pool > 1 ? t_in / pool : t_in;
+  if (pool > 1) {
+    for (long r = 0; r < t; ++r) {
+      const float* x0 = x + (size_t)r * pool * c;
+      float* o = out + (size_t)r * c;
+      for (int ch = 0; ch < c; ++ch) o[ch] = x0[ch];
+      for (int p = 1; p < pool; ++p)
+        for (int ch = 0; ch < c; ++ch) o[ch] = std::max(o[ch], x0[(size_t)p * c + ch]);
+    }
+  }
+  const float* src = pool > 1 ? out : x;
+  std::vector<double> s(c, 0.0), v(c, 0.0);
+  std::vector<float> mean(c), scale(c);
+  for (long r = 0; r < t; ++r)
+    for (int ch = 0; ch < c; ++ch) s[ch] += src[(size_t)r * c + ch];
+  for (int ch = 0; ch < c; ++ch) mean[ch] = (float)(s[ch] / (double)t);
+  for (long r = 0; r < t; ++r)
+    for (int ch = 0; ch < c; ++ch) {
+      float d = src[(size_t)r * c + ch] - mean[ch];
+      v[ch] += (double)d * (double)d;
+    }
+  for (int ch = 0; ch < c; ++ch)
+    scale[ch] = w[ch] * (1.0f / std::sqrt((float)(v[ch] / (double)t) + eps));
+  for (long r = 0; r < t; ++r)
+    for (int ch = 0; ch < c; ++ch) {
+      // (x - mean) * scale + bias, not x * scale + (bias - mean * scale): see model.py
+      float z = (src[(size_t)r * c + ch] - mean[ch]) * scale[ch] + bias[ch];
+      out[(size_t)r * c + ch] = leaky ? z + 0.495f * (std::fabs(z) - z) : z;
+    }
+}
+
 }  // namespace
 
 extern "C" {
 
-int sincnet_abi(void) { return 1; }
+int sincnet_abi(void) { return 2; }
+
+// x (B, t_in, c) -> out (B, t_in / pool, c): MaxPool1d(pool) (pool 1: none), InstanceNorm1d
+// with weight/bias (c) and eps, then leaky_relu(0.01) if leaky; chunks over `threads` threads.
+// out must not overlap x. Returns 0; 1 for bad sizes.
+int instance_norm(const float* x, int batch, long t_in, int c, int pool, const float* w,
+                  const float* bias, float eps, int leaky, float* out, int threads) {
+  if (batch <= 0 || c <= 0 || pool <= 0 || t_in / pool <= 0 || threads <= 0) return 1;
+  const long t = t_in / pool;
+  auto worker = [&](int tid) {
+    for (int b = tid; b < batch; b += threads)
+      norm_chunk(x + (size_t)b * t_in * c, t_in, c, pool, w, bias, eps, leaky,
+                 out + (size_t)b * t * c);
+  };
+  std::vector<std::thread> extra;
+  for (int i = 1; i < threads && i < batch; ++i) extra.emplace_back(worker, i);
+  worker(0);
+  for (auto& th : extra) th.join();
+  return 0;
+}
 
 // x (B, n) float32; ws (kp, ns8) and wa (kp, na8) the folded filters, k-major, filters padded to
 // multiples of 8 and taps to kp (>= half + 1, a multiple of 8) with zeros; out (B, rows, ns + na)

@@ -84,3 +84,62 @@ def test_forced_native_without_library_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(BiLSTM, "step_kind", "native")
     with pytest.raises(RuntimeError, match="native LSTM needs Linux and g.. on PATH"):
         lstm(mx.array(rng.normal(0, 1, (4, 5, 2)).astype(np.float32)))
+
+
+@pytest.fixture(scope="module")
+def fx():
+    from ports_parity.pyannote_mlx import parity
+
+    return parity.fixture(64.3)
+
+
+def test_stages_without_native_kernels(fx, monkeypatch):
+    """The pure-MLX path (no g++, AUDIO_PORTS_NATIVE=0, or the GPU's) holds the same bounds."""
+    from ports_parity.common.parity import ParityReport
+    from ports_parity.pyannote_mlx import parity
+
+    monkeypatch.setattr(model, "_native", lambda name: None)
+    assert fx.model.lstm._kind(32) != "native"
+    r = ParityReport("pyannote_mlx")
+    parity.compare_stages(r, fx.model, fx.orig, fx.chunks)
+    r.assert_passed()
+
+
+def test_sinc_conv_and_norm_match_mlx(fx, monkeypatch):
+    """The C++ sinc conv (raw and with |.| + pool) and instance norm against MLX's ops, on odd
+    lengths and batches (frame blocks, pooling tails, two threads)."""
+    sinc = fx.model.sincnet.conv1d[0]
+    norm = fx.model.sincnet.norm1d[0]
+    assert sinc.folded() is not None  # converter output: exactly (anti)symmetric filters
+    rng = np.random.default_rng(3)
+    for b, n in ((1, 160000), (3, 4321), (2, 251), (5, 262)):
+        x = mx.array(rng.normal(0, 1, (b, n, 1)).astype(np.float32))
+        ref = mx.conv1d(x, sinc.weight, stride=10)
+        scale = float(mx.abs(ref).max())
+        np.testing.assert_allclose(np.array(sinc(x)), np.array(ref), rtol=0, atol=2e-6 * scale)
+        if ref.shape[1] >= 3:
+            pooled = sinc(x, pool=True)
+            assert np.array_equal(np.array(pooled),
+                                  np.array(model._abs_max3(*model._pool3_views(sinc(x)))))
+            got = model.norm_leaky_relu(pooled, norm.weight, norm.bias)
+            want = model.instance_norm(pooled, norm.weight, norm.bias, leaky=True)
+            np.testing.assert_allclose(np.array(got), np.array(want), rtol=0, atol=2e-5)
+    y = mx.array(rng.normal(0, 2, (3, 101, 60)).astype(np.float32))
+    w, bias = mx.array(rng.normal(1, 0.1, 60).astype(np.float32)), mx.zeros((60,))
+    got = model.norm_leaky_relu(y, w, bias, pool=3)
+    want = model.instance_norm(model._max3(*model._pool3_views(y)), w, bias, leaky=True)
+    assert got.shape == (3, 33, 60)
+    np.testing.assert_allclose(np.array(got), np.array(want), rtol=0, atol=2e-5)
+
+
+def test_asymmetric_filters_use_mlx_conv(fx):
+    """Filters that are not exactly [symmetric; antisymmetric] keep mx.conv1d."""
+    from ports.pyannote_mlx.model import SincConv
+
+    sc = SincConv(10)
+    w = np.array(fx.model.sincnet.conv1d[0].weight)
+    w[0, 0, 0] += 1e-3
+    sc.weight = mx.array(w)
+    assert sc.folded() is None
+    x = mx.array(np.random.default_rng(4).normal(0, 1, (2, 3000, 1)).astype(np.float32))
+    assert np.array_equal(np.array(sc(x)), np.array(mx.conv1d(x, sc.weight, stride=10)))
