@@ -3,13 +3,14 @@
 // Why: MLX's CPU backend pays ~30 us per kernel call and runs elementwise work scalar and on one
 // thread, so a 589-step loop of small ops costs far more than its arithmetic. Here each step is
 // one register-blocked h @ W_hh^T and one vectorised gate pass; the two directions run on two
-// threads. Built at run time by ports.common.native (g++ -O3 -march=native -ffp-contract=off),
-// like MLX's own mx.compile kernels; the pure-MLX step stays the fallback.
+// threads. Time-major (T, B, features) in and out, so layers chain without transposes. Built at
+// run time by ports.common.native (g++ -O3 -march=native -ffp-contract=off), like MLX's own
+// mx.compile kernels; the pure-MLX step stays the fallback.
 //
 // Numerics mirror the pure-MLX "jit" step (model.py _step_math with mlx_layers.sigmoid_jit /
-// tanh_jit): the same float32 formulas op for op, no contraction outside the explicit fmaf of
-// the dot products (BLAS uses FMA too), the input projection added after the dot product as
-// sgemm(beta = 1) does. Only the dot products' summation order differs from OpenBLAS's.
+// tanh_jit): the same float32 formulas op for op (bit for bit), no contraction outside the dot
+// products (BLAS uses FMA too), the input projection added after the dot product as sgemm
+// (beta = 1) does. Only the dot products' summation order may differ from OpenBLAS's.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -63,9 +64,10 @@ inline float tanh_(float x) {
   return std::fabs(x) < 0.55f ? small : big;
 }
 
-// The recurrent products, acc = W (R x H, row-major) @ h. Explicit 8-float vectors (GCC vector
-// extensions: AVX2/AVX-512 ymm, SSE pairs elsewhere) with accumulators held in registers; the
-// only code here where products and sums may fuse into FMAs (BLAS's GEMMs do too).
+// The recurrent products acc (B x 4H) = h (B x H) @ W_hh^T (H x 4H): explicit 8-float vectors
+// (GCC vector extensions: AVX2/AVX-512 ymm, SSE pairs elsewhere) along the gates, so any batch
+// fills them, with a tile of up to 4 batch rows x 32 gate columns held in registers. The only
+// code here where products and sums may fuse into FMAs (BLAS's GEMMs do too).
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=fast")
 
@@ -83,117 +85,86 @@ inline void store8(float* p, vf8 v) { std::memcpy(p, &v, sizeof v); }
 // a broadcast (vf8{} + c would be an add: 0 + c is not c for c = -0)
 inline vf8 splat8(float c) { return vf8{c, c, c, c, c, c, c, c}; }
 
-// Rows r0..r0+3, columns [col, col + 8 NV) of acc (R x bp) from h (H x bp), bp % 8 == 0.
-template <int NV>
-inline void tile_rows(const float* __restrict w, const float* __restrict h, float* __restrict acc,
-                      int r0, int col, int hid, int bp) {
-  vf8 a[4][NV];
-  for (int r = 0; r < 4; ++r)
-    for (int v = 0; v < NV; ++v) a[r][v] = vf8{};
-  const float* w0 = w + (size_t)r0 * hid;
+constexpr int kCols = 4 * kV;  // gate columns per tile
+
+// Rows b0..b0+R-1 of acc (B x ld), columns [col, col + 32); wp: the packed W_hh^T, (ld / 32)
+// panels of (H x 32), so a tile reads one contiguous 16-KB panel (the (H, 4H) rows, 2 KB
+// apart, would all fall into a few L1 sets).
+template <int R>
+inline void tile(const float* __restrict h, const float* __restrict wp, float* __restrict acc,
+                 int b0, int col, int hid, int ld) {
+  vf8 a[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < 4; ++v) a[r][v] = vf8{};
+  const float* panel = wp + (size_t)col * hid;
   for (int k = 0; k < hid; ++k) {
-    vf8 hv[NV];
-    for (int v = 0; v < NV; ++v) hv[v] = load8(h + (size_t)k * bp + col + kV * v);
-    for (int r = 0; r < 4; ++r) {
-      float c = w0[(size_t)r * hid + k];
-      vf8 wr = splat8(c);
-      for (int v = 0; v < NV; ++v) a[r][v] = wr * hv[v] + a[r][v];
+    vf8 wv[4];
+    for (int v = 0; v < 4; ++v) wv[v] = load8(panel + (size_t)k * kCols + kV * v);
+    for (int r = 0; r < R; ++r) {
+      vf8 hv = splat8(h[(size_t)(b0 + r) * hid + k]);
+      for (int v = 0; v < 4; ++v) a[r][v] = hv * wv[v] + a[r][v];
     }
   }
-  for (int r = 0; r < 4; ++r)
-    for (int v = 0; v < NV; ++v) store8(acc + (size_t)(r0 + r) * bp + col + kV * v, a[r][v]);
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < 4; ++v) store8(acc + (size_t)(b0 + r) * ld + col + kV * v, a[r][v]);
 }
 
-// Batch as the vector dimension: h (H x bp), bp a multiple of 8; rows a multiple of 4.
-void gemm_rows(const float* w, const float* h, float* acc, int rows, int hid, int bp) {
-  for (int r0 = 0; r0 < rows; r0 += 4) {
-    int col = 0;
-    for (; col + 4 * kV <= bp; col += 4 * kV) tile_rows<4>(w, h, acc, r0, col, hid, bp);
-    switch ((bp - col) / kV) {
-      case 3: tile_rows<3>(w, h, acc, r0, col, hid, bp); break;
-      case 2: tile_rows<2>(w, h, acc, r0, col, hid, bp); break;
-      case 1: tile_rows<1>(w, h, acc, r0, col, hid, bp); break;
-      default: break;
-    }
-  }
+template <int R>
+void rows(const float* h, const float* wp, float* acc, int b0, int hid, int ld) {
+  for (int col = 0; col < ld; col += kCols) tile<R>(h, wp, acc, b0, col, hid, ld);
 }
 
-inline float hsum8(vf8 v) {  // fixed order: (0+4, 1+5, 2+6, 3+7), then pairs
-  float s0 = v[0] + v[4], s1 = v[1] + v[5], s2 = v[2] + v[6], s3 = v[3] + v[7];
-  return (s0 + s2) + (s1 + s3);
-}
-
-// Small batches: dot products of W rows with h's columns, held transposed (b x H), H % 8 == 0;
-// acc (R x bp).
-void gemm_dots(const float* __restrict w, const float* __restrict ht, float* __restrict acc,
-               int rows, int hid, int b, int bp) {
-  for (int j = 0; j < b; ++j) {
-    const float* hj = ht + (size_t)j * hid;
-    for (int r0 = 0; r0 < rows; r0 += 4) {
-      vf8 a[4][2] = {};
-      const float* w0 = w + (size_t)r0 * hid;
-      for (int k = 0; k < hid; k += 2 * kV) {
-        vf8 h0 = load8(hj + k), h1 = load8(hj + k + kV);
-        for (int r = 0; r < 4; ++r) {
-          a[r][0] = load8(w0 + (size_t)r * hid + k) * h0 + a[r][0];
-          a[r][1] = load8(w0 + (size_t)r * hid + k + kV) * h1 + a[r][1];
-        }
-      }
-      for (int r = 0; r < 4; ++r) acc[(size_t)(r0 + r) * bp + j] = hsum8(a[r][0] + a[r][1]);
-    }
+void gemm(const float* h, const float* wp, float* acc, int b, int hid) {
+  const int ld = 4 * hid;  // a multiple of 64 (hid % 16 == 0 is checked)
+  int b0 = 0;
+  for (; b0 + 4 <= b; b0 += 4) rows<4>(h, wp, acc, b0, hid, ld);
+  switch (b - b0) {
+    case 3: rows<3>(h, wp, acc, b0, hid, ld); break;
+    case 2: rows<2>(h, wp, acc, b0, hid, ld); break;
+    case 1: rows<1>(h, wp, acc, b0, hid, ld); break;
+    default: break;
   }
 }
 
 #pragma GCC pop_options
 
-constexpr int kDotsBelow = 4;  // batch below which gemm_dots is used
-
-// One direction. xp: (2, 4H, T, B) input projections W_ih x of both directions, in forward
-// time, without the bias; bias: (4H) this direction's; w: (4H, H) weight_hh of this direction
-// (g rows pre-scaled by 2 in all three); out: (2H, T, B), this direction's h at rows
-// [d*H, d*H + H) in forward time. Inside, the batch is padded to bp (a multiple of 8) with zero
-// columns, which stay zero (sigmoid(0) gates keep c = h = 0).
-void run_direction(const float* xp, const float* bias, const float* w, float* out, int hid,
+// One direction, time-major. xp: (T, B, 8H) = x [W_ih; W_ih_reverse]^T without the bias; bias:
+// (4H) this direction's; wt: (H, 4H) = weight_hh^T of this direction (g rows pre-scaled by 2
+// in all three); out: (T, B, 2H), this direction's h at columns [d H, d H + H).
+void run_direction(const float* xp, const float* bias, const float* wt, float* out, int hid,
                    int t_len, int b, int d) {
-  const int rows = 4 * hid;
-  const int bp = (b + kV - 1) / kV * kV;
-  const size_t hb = (size_t)hid * bp;
-  std::vector<float> acc((size_t)rows * bp), hcur(hb, 0.0f), ht((size_t)b * hid, 0.0f),
-      c(hb, 0.0f);
-  const bool dots = b < kDotsBelow;
+  const int g4 = 4 * hid;
+  std::vector<float> acc((size_t)b * g4), h((size_t)b * hid, 0.0f), c((size_t)b * hid, 0.0f);
+  std::vector<float> wp((size_t)hid * g4);  // W_hh^T in (4H / 32) panels of (H x 32)
+  for (int col = 0; col < g4; col += kCols)
+    for (int k = 0; k < hid; ++k)
+      std::memcpy(wp.data() + (size_t)col * hid + (size_t)k * kCols, wt + (size_t)k * g4 + col,
+                  sizeof(float) * kCols);
   for (int s = 0; s < t_len; ++s) {
     const int t = d == 0 ? s : t_len - 1 - s;  // the backward direction walks time backwards
-    if (dots)
-      gemm_dots(w, ht.data(), acc.data(), rows, hid, b, bp);
-    else
-      gemm_rows(w, hcur.data(), acc.data(), rows, hid, bp);
+    gemm(h.data(), wp.data(), acc.data(), b, hid);
     // + (W_ih x_t + bias), rounded as the MLX step's addmm(bias, W_ih, x) then addmm(that,
-    // W_hh, h); row r of this direction's projection is (T, B) at xp + (d 4H + r) T B
-    for (int r = 0; r < rows; ++r) {
-      const float* __restrict xr = xp + ((size_t)(d * rows + r) * t_len + t) * b;
-      const float br = bias[r];
-      float* __restrict ar = acc.data() + (size_t)r * bp;
-      for (int j = 0; j < b; ++j) ar[j] = ar[j] + (xr[j] + br);
+    // W_hh, h); then one sigmoid over all gates
+    for (int j = 0; j < b; ++j) {
+      const float* __restrict xr = xp + ((size_t)t * b + j) * 2 * g4 + (size_t)d * g4;
+      float* __restrict ar = acc.data() + (size_t)j * g4;
+      for (int r = 0; r < g4; ++r) ar[r] = sigmoid(ar[r] + (xr[r] + bias[r]));
     }
-    float* __restrict ga = acc.data();
-    for (size_t e = 0; e < (size_t)rows * bp; ++e) ga[e] = sigmoid(ga[e]);
-    const float* __restrict gi = acc.data();
-    const float* __restrict gf = gi + hb;
-    const float* __restrict gg = gf + hb;
-    const float* __restrict go = gg + hb;
-    float* __restrict cc = c.data();
-    float* __restrict hh = hcur.data();
-    for (size_t e = 0; e < hb; ++e) {
-      float cn = gf[e] * cc[e] + gi[e] * (2.0f * gg[e] - 1.0f);
-      cc[e] = cn;
-      hh[e] = go[e] * tanh_(cn);
+    for (int j = 0; j < b; ++j) {
+      const float* __restrict gi = acc.data() + (size_t)j * g4;
+      const float* __restrict gf = gi + hid;
+      const float* __restrict gg = gf + hid;
+      const float* __restrict go = gg + hid;
+      float* __restrict cc = c.data() + (size_t)j * hid;
+      float* __restrict hh = h.data() + (size_t)j * hid;
+      float* __restrict o = out + ((size_t)t * b + j) * 2 * hid + (size_t)d * hid;
+      for (int i = 0; i < hid; ++i) {
+        float cn = gf[i] * cc[i] + gi[i] * (2.0f * gg[i] - 1.0f);
+        cc[i] = cn;
+        hh[i] = go[i] * tanh_(cn);
+        o[i] = hh[i];
+      }
     }
-    for (int i = 0; i < hid; ++i)
-      std::memcpy(out + ((size_t)(d * hid + i) * t_len + t) * b, hh + (size_t)i * bp,
-                  sizeof(float) * b);
-    if (dots)
-      for (int i = 0; i < hid; ++i)
-        for (int j = 0; j < b; ++j) ht[(size_t)j * hid + i] = hh[(size_t)i * bp + j];
   }
 }
 
@@ -202,23 +173,23 @@ void run_direction(const float* xp, const float* bias, const float* w, float* ou
 extern "C" {
 
 // Version of this interface (checked by the loader).
-int bilstm_abi(void) { return 2; }
+int bilstm_abi(void) { return 3; }
 
-// xp (2, 4H, T, B) = [weight_ih; weight_ih_reverse] x, bias_fwd and bias_bwd (4H), w_fwd and
-// w_bwd (4H, H), out (2H, T, B); threads: 1 runs the directions
+// xp (T, B, 8H) = x [weight_ih; weight_ih_reverse]^T, bias_fwd and bias_bwd (4H), wt_fwd and
+// wt_bwd (H, 4H) = weight_hh^T, out (T, B, 2H); threads: 1 runs the directions
 // one after the other, 2 side by side. Returns 0; 1 for a hidden size that is not a multiple
 // of 16 or an empty shape (the caller uses the MLX step then).
 int bilstm_layer(const float* xp, const float* bias_fwd, const float* bias_bwd,
-                 const float* w_fwd, const float* w_bwd, float* out, int hid, int t_len, int b,
+                 const float* wt_fwd, const float* wt_bwd, float* out, int hid, int t_len, int b,
                  int threads) {
   if (hid % 16 != 0 || hid <= 0 || t_len <= 0 || b <= 0) return 1;
   if (threads >= 2) {
-    std::thread back(run_direction, xp, bias_bwd, w_bwd, out, hid, t_len, b, 1);
-    run_direction(xp, bias_fwd, w_fwd, out, hid, t_len, b, 0);
+    std::thread back(run_direction, xp, bias_bwd, wt_bwd, out, hid, t_len, b, 1);
+    run_direction(xp, bias_fwd, wt_fwd, out, hid, t_len, b, 0);
     back.join();
   } else {
-    run_direction(xp, bias_fwd, w_fwd, out, hid, t_len, b, 0);
-    run_direction(xp, bias_bwd, w_bwd, out, hid, t_len, b, 1);
+    run_direction(xp, bias_fwd, wt_fwd, out, hid, t_len, b, 0);
+    run_direction(xp, bias_bwd, wt_bwd, out, hid, t_len, b, 1);
   }
   return 0;
 }

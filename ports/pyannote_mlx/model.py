@@ -236,7 +236,9 @@ class BiLSTM(nn.Module):
     of ``weight_ih``/``weight_hh``/``bias`` are pre-scaled by 2 at conversion, so that one sigmoid
     over all gate rows gives the four gates (tanh(x) = 2 sigmoid(2x) - 1).
 
-    Layout: feature-major, time, batch-minor ``(C, T, B)``. Per layer, the input projection of
+    In and out ``(B, T, C)``. The C++ layer (``layer_native``) runs time-major ``(T, B, C)``;
+    the MLX steps (``layer``) feature-major, time, batch-minor ``(C, T, B)``: per layer, the input
+    projection of
     every step of both directions is one batched matmul (the backward direction reads the
     time-reversed input), laid out gate-major ``(4 gates, 2 directions, H, T, B)``. Each step is
     then one batched ``addmm`` for both directions and one compiled call for the elementwise rest
@@ -290,19 +292,49 @@ class BiLSTM(nn.Module):
         w = w.reshape(2, 4, self.hidden, *w.shape[2:])
         return mx.swapaxes(w, 0, 1)
 
+    def _use_native(self, x) -> bool:
+        b, t_len, _ = x.shape
+        return (self._kind(b) == "native" and x.dtype == mx.float32 and self.hidden % 16 == 0
+                and t_len > 0 and b > 0)
+
+    def stages(self, x):
+        """(B, T, In) -> yields each layer's (B, T, 2H) = [forward; backward] features."""
+        if self._use_native(x):
+            h = x.transpose(1, 0, 2)  # time-major (T, B, C): the C++ layers chain in it
+            for k in range(self.num_layers):
+                h = self.layer_native(h, k)
+                yield h.transpose(1, 0, 2)
+        else:
+            h = x.transpose(2, 1, 0)  # (C, T, B)
+            for k in range(self.num_layers):
+                h = self.layer(h, k)
+                yield h.transpose(2, 1, 0)
+
+    def __call__(self, x):
+        """(B, T, In) -> (B, T, 2H)."""
+        for h in self.stages(x):
+            pass
+        return h
+
+    def layer_native(self, x, k: int):
+        """One bidirectional layer in C++, time-major: (T, B, In) -> (T, B, 2H). Both
+        directions' input projections are one GEMM, in forward time."""
+        t_len, b, n_in = x.shape
+        p = self.parameters()
+        w_ih = mx.concatenate([p[f"weight_ih_l{k}"], p[f"weight_ih_l{k}_reverse"]])
+        xp = x.reshape(t_len * b, n_in) @ w_ih.T  # (T B, 8H)
+        return _native_layer(xp.reshape(t_len, b, -1), *(p[f"{name}_l{k}{sfx}"]
+                                                         for name in ("bias", "weight_hh")
+                                                         for sfx in ("", "_reverse")))
+
     def layer(self, x, k: int):
-        """One bidirectional layer: (In, T, B) -> (2H, T, B) = [forward; backward]."""
+        """One bidirectional layer with an MLX step: (In, T, B) -> (2H, T, B) = [forward;
+        backward]."""
         n_in, t_len, b = x.shape
         n = self.hidden
         kind = self._kind(b)
-        if kind == "native" and (x.dtype != mx.float32 or n % 16 or not t_len or not b):
+        if kind == "native":  # a shape or dtype the C++ layer does not take
             kind = "jit"
-        if kind == "native":  # both directions' W_ih x in one GEMM, in forward time
-            p = self.parameters()
-            w_ih = mx.concatenate([p[f"weight_ih_l{k}"], p[f"weight_ih_l{k}_reverse"]])
-            xp = (w_ih @ x.reshape(n_in, t_len * b)).reshape(2, 4 * n, t_len, b)
-            return _native_layer(xp, *(p[f"{name}_l{k}{sfx}"] for name in ("bias", "weight_hh")
-                                       for sfx in ("", "_reverse")))
         xs = mx.stack([x, x[:, ::-1]]).reshape(2, n_in, t_len * b)  # backward: reversed time
         w_ih = self._gate_major("weight_ih", k)  # (4, 2, H, In)
         bias = self._gate_major("bias", k)[..., None]  # (4, 2, H, 1)
@@ -322,12 +354,6 @@ class BiLSTM(nn.Module):
         return mx.concatenate([hs[:, 0].transpose(1, 0, 2), hs[::-1, 1].transpose(1, 0, 2)],
                               axis=0)
 
-    def __call__(self, x):
-        """(In, T, B) -> (2H, T, B)."""
-        for k in range(self.num_layers):
-            x = self.layer(x, k)
-        return x
-
 
 def _step_math(sigmoid, tanh, xp_t, w_hh, h, c):
     """One step of both directions: xp_t (4, 2, H, 1, B) input projections (pre-scaled g rows),
@@ -341,7 +367,7 @@ def _step_math(sigmoid, tanh, xp_t, w_hh, h, c):
 _F32 = ctypes.POINTER(ctypes.c_float)
 _I, _L = ctypes.c_int, ctypes.c_long
 # name -> {function: (argtypes, restype)} of the C++ kernels next to this file
-_ABI = {"bilstm": 2, "sincnet": 2}  # interface versions the .cpp files return
+_ABI = {"bilstm": 3, "sincnet": 2}  # interface versions the .cpp files return
 _NATIVE = {
     "bilstm": {"bilstm_layer": ([_F32] * 6 + [_I] * 4, _I),
                "bilstm_activations": ([_F32, _F32, _F32, _L], None)},
@@ -380,19 +406,19 @@ def _threads() -> int:
 
 
 def _native_layer(xp, bias_fwd, bias_bwd, w_fwd, w_bwd):
-    """xp (2, 4H, T, B) = W_ih x of both directions without the bias, the biases (4H) and
-    weight_hh (4H, H) of both directions -> (2H, T, B), by ``bilstm.cpp`` (ctypes releases the
-    GIL for the call)."""
-    _, _, t_len, b = xp.shape
+    """xp (T, B, 8H) = x [W_ih; W_ih_reverse]^T without the bias, the biases (4H) and weight_hh
+    (4H, H) of both directions -> (T, B, 2H), by ``bilstm.cpp`` (ctypes releases the GIL for the
+    call)."""
+    t_len, b, _ = xp.shape
     n = w_fwd.shape[1]
     lib = native_lstm()
     if lib is None:
         raise RuntimeError("the native LSTM needs Linux and g++ on PATH (and AUDIO_PORTS_NATIVE "
                            "not 0); use BiLSTM.step_kind 'jit', 'fused' or 'eager'")
-    arrays = (xp, bias_fwd, bias_bwd, w_fwd, w_bwd)
-    mx.eval(*arrays)
-    arrays = [np.ascontiguousarray(a, dtype=np.float32) for a in arrays]
-    out = np.empty((2 * n, t_len, b), dtype=np.float32)
+    mx.eval(xp, bias_fwd, bias_bwd, w_fwd, w_bwd)
+    arrays = [np.ascontiguousarray(a, dtype=np.float32) for a in (xp, bias_fwd, bias_bwd)]
+    arrays += [np.ascontiguousarray(np.asarray(w, dtype=np.float32).T) for w in (w_fwd, w_bwd)]
+    out = np.empty((t_len, b, 2 * n), dtype=np.float32)
     if lib.bilstm_layer(*(_f32(a) for a in (*arrays, out)), n, t_len, b, _threads()):
         raise ValueError(f"native LSTM: hidden {n} is not a multiple of 16, or T={t_len}, B={b}")
     return mx.array(out)
@@ -438,11 +464,8 @@ class PyanNet(nn.Module):
             waveforms = waveforms[:, None]
         for name, x in self.sincnet.stages(waveforms):
             yield name, x
-        x = x.transpose(2, 1, 0)  # (B, T, C) -> (C, T, B), the LSTM's layout
-        for k in range(self.lstm.num_layers):
-            x = self.lstm.layer(x, k)
-            yield f"lstm{k}", x.transpose(2, 1, 0)
-        x = x.transpose(2, 1, 0)
+        for k, x in enumerate(self.lstm.stages(x)):
+            yield f"lstm{k}", x
         for k, lin in enumerate(self.linear):
             x = leaky_relu(lin(x))
             yield f"linear{k}", x
@@ -469,7 +492,7 @@ class PyanNet(nn.Module):
                 mx.eval(part)
                 parts.append(part)
             x = mx.concatenate(parts, axis=0)
-        x = self.lstm(x.transpose(2, 1, 0)).transpose(2, 1, 0)
+        x = self.lstm(x)
         for lin in self.linear:
             x = leaky_relu(lin(x))
         x = self.classifier(x)

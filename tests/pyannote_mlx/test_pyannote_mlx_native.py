@@ -39,23 +39,23 @@ def _lstm(hidden=128, n_in=60, layers=2, seed=1):
     return lstm, rng
 
 
-@pytest.mark.parametrize("batch", [1, 3, 4, 5, 8, 33])
+@pytest.mark.parametrize("batch", [1, 2, 3, 4, 5, 8, 33])
 def test_layer_matches_mlx_step(lib, monkeypatch, batch):
-    """Every batch-padding case of the kernel (dot products below 4, 8-wide column tiles above)."""
+    """Every row-tile case of the kernel (batch rows in tiles of 4, remainders 1-3)."""
     lstm, rng = _lstm()
-    x = mx.array(rng.normal(0, 1, (60, 97, batch)).astype(np.float32))
+    x = mx.array(rng.normal(0, 1, (batch, 97, 60)).astype(np.float32))
     out = {}
     for kind in ("native", "jit"):
         monkeypatch.setattr(BiLSTM, "step_kind", kind)
         out[kind] = np.array(lstm(x))
-    assert out["native"].shape == (256, 97, batch)
+    assert out["native"].shape == (batch, 97, 256)
     np.testing.assert_allclose(out["native"], out["jit"], rtol=0, atol=1e-6)
 
 
 def test_threads_do_not_change_results(lib):
     rng = np.random.default_rng(2)
     h, t, b = 32, 41, 6
-    xp = rng.normal(0, 1, (2, 4 * h, t, b)).astype(np.float32)
+    xp = rng.normal(0, 1, (t, b, 8 * h)).astype(np.float32)
     w = [rng.normal(0, 0.2, (4 * h, h)).astype(np.float32) for _ in range(2)]
     w = [rng.normal(0, 0.2, 4 * h).astype(np.float32) for _ in range(2)] + w
     outs = []
@@ -69,12 +69,12 @@ def test_threads_do_not_change_results(lib):
 def test_unsupported_hidden_uses_mlx_step(lib, monkeypatch):
     """A hidden size the kernel does not tile (not a multiple of 16) runs the MLX step."""
     lstm, rng = _lstm(hidden=12, n_in=5, layers=1)
-    x = mx.array(rng.normal(0, 1, (5, 20, 3)).astype(np.float32))
+    x = mx.array(rng.normal(0, 1, (3, 20, 5)).astype(np.float32))
     a = np.array(lstm(x))
     monkeypatch.setattr(BiLSTM, "step_kind", "jit")
     np.testing.assert_array_equal(a, np.array(lstm(x)))
     h = 12
-    bad = np.zeros((2, 4 * h, 1, 1), np.float32)
+    bad = np.zeros((1, 1, 8 * h), np.float32)
     assert lib.bilstm_layer(*(model._f32(a) for a in [bad] * 6), h, 1, 1, 1) == 1
 
 
@@ -83,7 +83,7 @@ def test_forced_native_without_library_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(model, "native_lstm", lambda: None)
     monkeypatch.setattr(BiLSTM, "step_kind", "native")
     with pytest.raises(RuntimeError, match="native LSTM needs Linux and g.. on PATH"):
-        lstm(mx.array(rng.normal(0, 1, (4, 5, 2)).astype(np.float32)))
+        lstm(mx.array(rng.normal(0, 1, (2, 5, 4)).astype(np.float32)))
 
 
 @pytest.fixture(scope="module")
