@@ -18,10 +18,22 @@ from ports.common.audio import EmptyAudioError, check_waveform
 
 from .config import SegmentationConfig
 
-# Chunks per forward. The MLX LSTM pays ~10 us per primitive per step whatever the batch, so
-# larger batches amortise it; measured on 2 x86 cores (benchmarks/pyannote_mlx.md): CPU time per
-# chunk 138/122/114 ms and MLX peak memory 354/479/671 MiB at 32/64/128 chunks.
+# Chunks per forward. The MLX LSTM steps pay ~10 us per primitive per step whatever the batch,
+# so larger batches amortise them; measured on 2 x86 cores (benchmarks/pyannote_mlx.md): CPU
+# time per chunk 138/122/114 ms and MLX peak memory 354/479/671 MiB at 32/64/128 chunks.
 DEFAULT_BATCH_SIZE = 128
+# With the C++ kernels (the CPU default) per-step costs are gone and small batches win: fresh
+# large buffers cost page faults and fall out of cache. 300 s of audio, 2 x86 cores: 7.4-8.3 s at
+# 8 chunks, 8.5-9.3 s at 16, 8.8 s at 32, 9.3 s at 128; peak RSS 0.80 GB at 8, 1.55 GB at 128.
+NATIVE_BATCH_SIZE = 8
+
+
+def default_batch_size(model) -> int:
+    """``NATIVE_BATCH_SIZE`` where the model's LSTM runs the C++ layer, else
+    ``DEFAULT_BATCH_SIZE``."""
+    lstm = getattr(model, "lstm", None)
+    kind = lstm._kind(NATIVE_BATCH_SIZE) if lstm is not None else None
+    return NATIVE_BATCH_SIZE if kind == "native" else DEFAULT_BATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -204,7 +216,7 @@ class SegmentationInference:
         self.step = step or (0.1 * self.duration if cfg.warm_up[0] == 0.0 else cfg.warm_up[0])
         if self.step > self.duration:
             raise ValueError(f"step {self.step:g}s is longer than the {self.duration:g}s chunks")
-        batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+        batch_size = default_batch_size(model) if batch_size is None else batch_size
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
