@@ -7,6 +7,7 @@ resolved through the global scope, so a library loaded earlier with ``RTLD_GLOBA
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import os
@@ -74,6 +75,44 @@ def preload_blas() -> str | None:
 
 def loaded() -> str | None:
     return _loaded
+
+
+_thread_fns: tuple | None = None
+
+
+def _thread_controls():
+    """(get, set) of the preloaded BLAS's thread count (OpenBLAS or MKL), or None."""
+    global _thread_fns
+    if _thread_fns is None:
+        _thread_fns = ()
+        if _loaded:
+            lib = ctypes.CDLL(_loaded)
+            for get, put in (("openblas_get_num_threads", "openblas_set_num_threads"),
+                             ("MKL_Get_Max_Threads", "MKL_Set_Num_Threads")):
+                if hasattr(lib, get) and hasattr(lib, put):
+                    getattr(lib, get).restype = ctypes.c_int
+                    getattr(lib, put).argtypes = [ctypes.c_int]
+                    _thread_fns = (getattr(lib, get), getattr(lib, put))
+                    break
+    return _thread_fns or None
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """The preloaded BLAS at ``n`` threads inside the block, restored after; nothing where the
+    BLAS has no such control. For MLX work spread over CPU streams (one core each): a GEMM that
+    also spreads over the cores would fight the other stream."""
+    ctl = _thread_controls()
+    if ctl is None:
+        yield
+        return
+    get, put = ctl
+    before = get()
+    put(n)
+    try:
+        yield
+    finally:
+        put(before)
 
 
 def import_mlx():

@@ -13,10 +13,13 @@ Layers keep torch's parameter shapes except where MLX's own convention differs (
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import shutil
 import sys
 
+from . import blas
 from .blas import import_mlx
 
 mx = import_mlx()
@@ -42,6 +45,39 @@ def cpu_jit_available() -> bool:
 
 def on_gpu() -> bool:
     return mx.default_device() == mx.gpu
+
+
+_streams: list = []
+
+
+def cpu_streams(n: int = 2):
+    """``n`` MLX CPU streams for independent parts of one graph, or None: on the GPU, with one
+    core, or with ``AUDIO_PORTS_MLX_STREAMS=0``. Each CPU stream has its own thread, and MLX's
+    CPU ops outside BLAS are single-threaded, so two halves on two streams use two cores."""
+    if (on_gpu() or os.environ.get("AUDIO_PORTS_MLX_STREAMS", "1").strip() == "0"
+            or len(os.sched_getaffinity(0)) < 2):
+        return None
+    while len(_streams) < n:
+        _streams.append(mx.new_stream(mx.cpu))
+    return _streams[:n]
+
+
+@contextlib.contextmanager
+def concurrent(n: int = 2):
+    """Yields :func:`cpu_streams` (or None), with the BLAS at one thread inside: evaluate the
+    streams' work inside the block (one core per stream; a GEMM that also took both cores would
+    fight the other stream)."""
+    streams = cpu_streams(n)
+    if streams is None:
+        yield None
+        return
+    with blas.threads(1):
+        yield streams
+
+
+def on_stream(streams, i: int):
+    """``mx.stream(streams[i])``, or no change where ``streams`` is None."""
+    return mx.stream(streams[i]) if streams else contextlib.nullcontext()
 
 
 def exp_arith(x):
@@ -369,7 +405,7 @@ def pad_time(x, left: int, right: int):
     return mx.pad(x, [(0, 0), (left, right), (0, 0)])
 
 
-__all__ = ["cpu_jit_available", "on_gpu", "exp_arith", "tanh_arith", "sigmoid_arith", "tanh_jit",
+__all__ = ["cpu_jit_available", "on_gpu", "cpu_streams", "concurrent", "on_stream", "exp_arith", "tanh_arith", "sigmoid_arith", "tanh_jit",
            "sigmoid_jit", "exp_nonpos_jit", "activations", "leaky_relu", "Linear", "Conv1d", "ConvTranspose1d",
            "LayerNorm", "ParameterFree", "conv1d", "conv1d_shifted", "conv_transpose1d",
            "transpose_taps", "pad_time"]

@@ -91,4 +91,31 @@ def load(source: str, abi: tuple[str, int] | None = None) -> ctypes.CDLL | None:
     return dll
 
 
-__all__ = ["FLAGS", "compiler", "enabled", "load"]
+F32 = ctypes.POINTER(ctypes.c_float)
+I32 = ctypes.POINTER(ctypes.c_int)
+
+
+def kernels(source: str, abi: int, signatures: dict) -> ctypes.CDLL | None:
+    """:func:`load` of ``source`` (``<stem>_abi()`` must return ``abi``) with ``signatures``
+    ({function: (argtypes, restype)}) applied, or None (see :func:`load`)."""
+    lib = load(source, abi=(f"{Path(source).stem}_abi", abi))
+    if lib is not None and not getattr(lib, "_typed", False):
+        for fn, (args, res) in signatures.items():
+            getattr(lib, fn).argtypes = args
+            getattr(lib, fn).restype = res
+        lib._typed = True
+    return lib
+
+
+def f32(a):
+    """A float32 numpy array's data as ``float*`` (the caller keeps ``a`` alive)."""
+    return a.ctypes.data_as(F32)
+
+
+def threads() -> int:
+    """Threads for a kernel call: the cores this process may use, at most 2 (the kernels split
+    into two directions or two halves; more cores would need finer splits)."""
+    return 2 if len(os.sched_getaffinity(0)) >= 2 else 1
+
+
+__all__ = ["FLAGS", "F32", "I32", "compiler", "enabled", "f32", "kernels", "load", "threads"]

@@ -7,7 +7,6 @@ names mirror the original's state dict (see ``convert.py`` for the few differenc
 from __future__ import annotations
 
 import ctypes
-import os
 from pathlib import Path
 
 import numpy as np
@@ -364,32 +363,25 @@ def _step_math(sigmoid, tanh, xp_t, w_hh, h, c):
     return o * tanh(c), c
 
 
-_F32 = ctypes.POINTER(ctypes.c_float)
 _I, _L = ctypes.c_int, ctypes.c_long
-# name -> {function: (argtypes, restype)} of the C++ kernels next to this file
-_ABI = {"bilstm": 3, "sincnet": 2}  # interface versions the .cpp files return
+_F32 = native.F32
+# name -> (interface version, {function: (argtypes, restype)}) of the C++ kernels next to this file
 _NATIVE = {
-    "bilstm": {"bilstm_layer": ([_F32] * 6 + [_I] * 4, _I),
-               "bilstm_activations": ([_F32, _F32, _F32, _L], None)},
-    "sincnet": {"sinc_conv": ([_F32, _L, _I, _F32, _I, _F32, _I, _I, _I, _I, _I, _F32, _I], _I),
-                "instance_norm": ([_F32, _I, _L, _I, _I, _F32, _F32, ctypes.c_float, _I, _F32, _I],
-                                  _I)},
+    "bilstm": (3, {"bilstm_layer": ([_F32] * 6 + [_I] * 4, _I),
+                   "bilstm_activations": ([_F32, _F32, _F32, _L], None)}),
+    "sincnet": (2, {"sinc_conv": ([_F32, _L, _I, _F32, _I, _F32, _I, _I, _I, _I, _I, _F32, _I], _I),
+                    "instance_norm": ([_F32, _I, _L, _I, _I, _F32, _F32, ctypes.c_float, _I, _F32,
+                                       _I], _I)}),
 }
 
 
 def _native(name: str):
-    """The C++ kernels of ``name``.cpp (ctypes, typed), or None: GPU, not Linux, no compiler,
+    """The C++ kernels of ``name``.cpp, or None: GPU, not Linux, no compiler,
     AUDIO_PORTS_NATIVE=0."""
     if mlx_layers.on_gpu():
         return None
-    lib = native.load(str(Path(__file__).with_name(f"{name}.cpp")),
-                      abi=(f"{name}_abi", _ABI[name]))
-    if lib is not None and not getattr(lib, "_typed", False):
-        for fn, (args, res) in _NATIVE[name].items():
-            getattr(lib, fn).argtypes = args
-            getattr(lib, fn).restype = res
-        lib._typed = True
-    return lib
+    abi, signatures = _NATIVE[name]
+    return native.kernels(str(Path(__file__).with_name(f"{name}.cpp")), abi, signatures)
 
 
 def native_lstm():
@@ -397,12 +389,7 @@ def native_lstm():
     return _native("bilstm")
 
 
-def _f32(a: np.ndarray):
-    return a.ctypes.data_as(_F32)
-
-
-def _threads() -> int:
-    return 2 if len(os.sched_getaffinity(0)) >= 2 else 1
+_f32, _threads = native.f32, native.threads
 
 
 def _native_layer(xp, bias_fwd, bias_bwd, w_fwd, w_bwd):

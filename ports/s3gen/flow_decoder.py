@@ -20,6 +20,7 @@ import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 
 from ports.common.mlx_fastmath import (compiled_method, fused_gelu, fused_mish,  # noqa: E402
                                        fused_softmax, silu)
+from ports.common import mlx_layers  # noqa: E402
 from ports.common.mlx_layers import Conv1d, LayerNorm, Linear, ParameterFree, pad_time  # noqa: E402
 
 from .config import FlowDecoderConfig  # noqa: E402
@@ -254,27 +255,37 @@ class CausalConditionalCFM(nn.Module):
         steps = range(n_timesteps)
         if progress is not None:
             steps = progress(steps)
-        for i in steps:
-            t = mx.array(t_span[i: i + 1]).astype(dtype)
-            r = mx.array(t_span[i + 1: i + 2]).astype(dtype)
-            dt = mx.array(t_span[i + 1: i + 2] - t_span[i: i + 1]).astype(dtype)  # float32 r - t
-            if meanflow:
-                dxdt = est(xt, None, mu, t, spks, cond, r=r)
-                out = dxdt
-            else:
-                x_in = mx.concatenate([xt, xt], axis=0)
-                mu_in = mx.concatenate([mu, mx.zeros_like(mu)], axis=0)
-                spk_in = mx.concatenate([spks, mx.zeros_like(spks)], axis=0)
-                cond_in = mx.concatenate([cond, mx.zeros_like(cond)], axis=0)
-                t_in = mx.concatenate([t, t])
-                out = est(x_in, None, mu_in, t_in, spk_in, cond_in)
-                dxdt = (1.0 + cfg_rate) * out[:1] - cfg_rate * out[1:]
-            xt = xt + dt * dxdt
-            mx.eval(xt)
-            if return_stages:
-                raw.append(out.transpose(0, 2, 1))
-                vel.append(dxdt.transpose(0, 2, 1))
-                states.append(xt.transpose(0, 2, 1))
+        # On the CPU the CFG halves run as two batch-1 calls on two streams (one core each).
+        with mlx_layers.concurrent() as streams:
+            for i in steps:
+                t = mx.array(t_span[i: i + 1]).astype(dtype)
+                r = mx.array(t_span[i + 1: i + 2]).astype(dtype)
+                dt = mx.array(t_span[i + 1: i + 2] - t_span[i: i + 1]).astype(dtype)  # r - t
+                if meanflow:
+                    dxdt = est(xt, None, mu, t, spks, cond, r=r)
+                    out = dxdt
+                elif streams:
+                    with mx.stream(streams[0]):
+                        out_c = est(xt, None, mu, t, spks, cond)
+                    with mx.stream(streams[1]):
+                        out_u = est(xt, None, mx.zeros_like(mu), t, mx.zeros_like(spks),
+                                    mx.zeros_like(cond))
+                    out = mx.concatenate([out_c, out_u], axis=0)
+                    dxdt = (1.0 + cfg_rate) * out_c - cfg_rate * out_u
+                else:
+                    x_in = mx.concatenate([xt, xt], axis=0)
+                    mu_in = mx.concatenate([mu, mx.zeros_like(mu)], axis=0)
+                    spk_in = mx.concatenate([spks, mx.zeros_like(spks)], axis=0)
+                    cond_in = mx.concatenate([cond, mx.zeros_like(cond)], axis=0)
+                    t_in = mx.concatenate([t, t])
+                    out = est(x_in, None, mu_in, t_in, spk_in, cond_in)
+                    dxdt = (1.0 + cfg_rate) * out[:1] - cfg_rate * out[1:]
+                xt = xt + dt * dxdt
+                mx.eval(xt)
+                if return_stages:
+                    raw.append(out.transpose(0, 2, 1))
+                    vel.append(dxdt.transpose(0, 2, 1))
+                    states.append(xt.transpose(0, 2, 1))
         if return_stages:
             return xt, dict(estimator_out=raw, velocities=vel, states=states, t_span=t_span)
         return xt

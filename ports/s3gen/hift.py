@@ -7,7 +7,10 @@ original.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -17,11 +20,11 @@ mx = import_mlx()
 import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 
 from ports.common.convert import Combine, Rule, chain, transpose, weight_norm  # noqa: E402
-
 from ports.common.mlx_fastmath import (compiled_method, fast_cos, fast_exp, fast_sin,  # noqa: E402
                                        sin_squared, tanh)
+from ports.common import mlx_layers, native  # noqa: E402
 from ports.common.mlx_layers import (Conv1d, ConvTranspose1d, Linear, ParameterFree,  # noqa: E402
-                                     conv_transpose1d, leaky_relu)
+                                     conv_transpose1d, leaky_relu, on_stream)
 
 from .config import S3GEN_SR, HiFTConfig  # noqa: E402
 
@@ -45,7 +48,23 @@ class Snake(nn.Module):
         return snake(x, self.alpha, 1.0 / (self.alpha + 1e-9))
 
 
+_I = ctypes.c_int
+_RESBLOCK_SIG = {"resblock": ([native.F32, _I, ctypes.c_long, _I, _I, _I, native.I32]
+                              + [native.F32] * 8 + [_I], _I)}
+
+
+def native_resblock():
+    """``resblock.cpp`` (ctypes), or None: GPU, not Linux, no compiler, AUDIO_PORTS_NATIVE=0."""
+    if mlx_layers.on_gpu():
+        return None
+    return native.kernels(str(Path(__file__).with_name("resblock.cpp")), 1, _RESBLOCK_SIG)
+
+
 class ResBlock(nn.Module):
+    """HiFT ResBlock: per dilation, x + conv2(snake(conv1_d(snake(x)))). On the CPU (float32,
+    channels a multiple of 32) in ``resblock.cpp`` (direct convs, two threads); else compiled
+    MLX."""
+
     def __init__(self, channels: int, kernel_size: int, dilations):
         super().__init__()
         self.convs1 = [Conv1d(channels, channels, kernel_size, padding=_pad(kernel_size, d), dilation=d)
@@ -55,11 +74,58 @@ class ResBlock(nn.Module):
         self.activations1 = [Snake(channels) for _ in dilations]
         self.activations2 = [Snake(channels) for _ in dilations]
 
-    @compiled_method
     def __call__(self, x):
+        lib = native_resblock() if x.dtype == mx.float32 and x.shape[-1] % 32 == 0 else None
+        return self._mlx(x) if lib is None else self._native(lib, x)
+
+    @compiled_method
+    def _mlx(self, x):
         for c1, c2, a1, a2 in zip(self.convs1, self.convs2, self.activations1, self.activations2):
             x = c2(a2(c1(a1(x)))) + x
         return x
+
+    def _packed(self):
+        """The kernel's arrays, built once per set of parameter arrays (a load replaces them)."""
+        params = [m.weight for m in self.convs1 + self.convs2] + [m.bias for m in self.convs1 + self.convs2]
+        params += [a.alpha for a in self.activations1 + self.activations2]
+        cached = self.__dict__.get("_packed_of")
+        if cached is not None and len(cached[0]) == len(params) and all(
+                a is b for a, b in zip(cached[0], params)):
+            return cached[1]
+
+        def panels(w):  # (C_out, k, C_in) -> (C_out / 32, k, C_in, 32)
+            co, k, ci = w.shape
+            return np.asarray(w, np.float32).reshape(co // 32, 32, k, ci).transpose(0, 2, 3, 1)
+
+        def stack(arrays):
+            return np.ascontiguousarray(np.stack([np.asarray(a, np.float32) for a in arrays]))
+
+        inv = [1.0 / (a.alpha + 1e-9) for a in self.activations1 + self.activations2]  # as Snake
+        mx.eval(params, inv)
+        nd = len(self.convs1)
+        packed = dict(
+            dil=np.array([c.dilation for c in self.convs1], np.int32),
+            w1=stack([panels(c.weight) for c in self.convs1]),
+            b1=stack([c.bias for c in self.convs1]),
+            w2=stack([panels(c.weight) for c in self.convs2]),
+            b2=stack([c.bias for c in self.convs2]),
+            a1=stack([a.alpha for a in self.activations1]), i1=stack(inv[:nd]),
+            a2=stack([a.alpha for a in self.activations2]), i2=stack(inv[nd:]))
+        object.__setattr__(self, "_packed_of", (params, packed))  # outside the parameter tree
+        return packed
+
+    def _native(self, lib, x):
+        p = self._packed()
+        mx.eval(x)
+        out = np.array(x, dtype=np.float32, copy=True, order="C")  # updated in place
+        b, t, c = out.shape
+        k = self.convs1[0].weight.shape[1]
+        if lib.resblock(native.f32(out), b, t, c, k, len(self.convs1),
+                        p["dil"].ctypes.data_as(native.I32),
+                        *(native.f32(p[n]) for n in ("w1", "b1", "w2", "b2", "a1", "i1", "a2", "i2")),
+                        native.threads()):
+            raise ValueError(f"ResBlock: kernel size {k} or {c} channels not supported natively")
+        return mx.array(out)
 
 
 class ConvRNNF0Predictor(nn.Module):
@@ -259,22 +325,34 @@ class HiFTGenerator(nn.Module):
         x = self.conv_pre(mx.transpose(mel, (0, 2, 1)))
         stages["conv_pre"] = x
         nk = len(cfg.resblock_kernel_sizes)
-        for i, up in enumerate(self.ups):
-            x = leaky_relu(x, cfg.lrelu_slope)
-            x = up(x)
-            if i == len(self.ups) - 1:
-                x = mx.concatenate([x[:, 1:2], x], axis=1)  # ReflectionPad1d((1, 0))
-            stages[f"ups.{i}"] = x
-            si = self.source_resblocks[i](self.source_downs[i](s_stft))
-            stages[f"source.{i}"] = si
-            x = x + si
-            x = self._mean(*[self.resblocks[i * nk + j](x) for j in range(nk)])
-            stages[f"stage.{i}"] = x
-        x = self.conv_post(leaky_relu(x, 0.01))  # F.leaky_relu default slope
-        stages["conv_post"] = x
-        y = self._spec_to_wav(x)
-        stages["istft"] = y
-        y = mx.clip(y, -cfg.audio_limit, cfg.audio_limit)
+        # On the CPU without the C++ ResBlock (which takes both cores itself) the independent
+        # branches run on two streams (one core each): the upsampling beside the source branch,
+        # and the last kernel's ResBlock (the largest) beside the others.
+        with (contextlib.nullcontext() if native_resblock() else mlx_layers.concurrent()) as streams:
+            for i, up in enumerate(self.ups):
+                with on_stream(streams, 0):
+                    x = leaky_relu(x, cfg.lrelu_slope)
+                    x = up(x)
+                    if i == len(self.ups) - 1:
+                        x = mx.concatenate([x[:, 1:2], x], axis=1)  # ReflectionPad1d((1, 0))
+                stages[f"ups.{i}"] = x
+                with on_stream(streams, 1):
+                    si = self.source_resblocks[i](self.source_downs[i](s_stft))
+                stages[f"source.{i}"] = si
+                x = x + si
+                rs = []
+                for j in range(nk):
+                    with on_stream(streams, int(j == nk - 1)):
+                        rs.append(self.resblocks[i * nk + j](x))
+                x = self._mean(*rs)
+                stages[f"stage.{i}"] = x
+            x = self.conv_post(leaky_relu(x, 0.01))  # F.leaky_relu default slope
+            stages["conv_post"] = x
+            y = self._spec_to_wav(x)
+            stages["istft"] = y
+            y = mx.clip(y, -cfg.audio_limit, cfg.audio_limit)
+            if streams:
+                mx.eval(y, *stages.values())  # while the BLAS is at one thread
         return (y, stages) if return_stages else y
 
     @compiled_method

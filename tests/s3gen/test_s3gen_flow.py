@@ -161,6 +161,16 @@ def test_flow_parity_standard(standard, n_tok, n_prompt):
     assert not bad, f"stages out of tolerance: {bad}\n{_report(rows)}"
 
 
+def test_flow_parity_cfg_as_one_batch(standard, monkeypatch):
+    """The CFG halves as one batch-2 call (the GPU's path; on the CPU two streams are the
+    default) hold the same bounds."""
+    from ports.common import mlx_layers
+
+    monkeypatch.setattr(mlx_layers, "cpu_streams", lambda n=2: None)
+    rows, bad = _parity(*standard, 25, 25, seed=32, meanflow=False)
+    assert not bad, f"stages out of tolerance: {bad}\n{_report(rows)}"
+
+
 def test_flow_parity_meanflow(meanflow):
     rows, bad = _parity(*meanflow, 30, 20, seed=11, meanflow=True)
     assert not bad, f"stages out of tolerance: {bad}\n{_report(rows)}"
