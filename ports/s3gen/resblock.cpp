@@ -39,7 +39,11 @@ inline float snake(float x, float alpha, float inv_alpha) {
 typedef float vf8 __attribute__((vector_size(32)));
 constexpr int kV = 8;
 constexpr int kCols = 4 * kV;  // output channels per panel
-constexpr int kRows = 6;       // time steps per tile: 24 accumulators (AVX-512VL has 32 ymm)
+#ifdef __AVX512VL__
+constexpr int kRows = 6;  // time steps per tile: 24 accumulators (AVX-512VL has 32 ymm registers)
+#else
+constexpr int kRows = 3;  // 12 accumulators of 16 registers
+#endif
 
 inline vf8 load8(const float* p) {
   vf8 v;
@@ -89,7 +93,7 @@ void conv_range(const float* in, const float* wp, const float* bias, int c, int 
     const float* panel = wp + (size_t)col * k * c;
     for (long t0 = t_lo; t0 < t_hi; t0 += kRows) {
       const long nr = std::min<long>(kRows, t_hi - t0);
-      switch (nr) {
+      switch (nr) {  // nr <= kRows
         case 6: tile<6>(in, panel, c, k, d, t0, acc); break;
         case 5: tile<5>(in, panel, c, k, d, t0, acc); break;
         case 4: tile<4>(in, panel, c, k, d, t0, acc); break;
