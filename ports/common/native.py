@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 
 FLAGS = ("-std=c++17", "-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared", "-pthread")
+INCLUDE = Path(__file__).parent  # native_vec.h, shared by the kernels
 
 
 def enabled() -> bool:
@@ -64,7 +65,7 @@ def load(source: str, abi: tuple[str, int] | None = None) -> ctypes.CDLL | None:
     from .hub import cache_dir
 
     src = Path(source)
-    code = src.read_bytes()
+    code = src.read_bytes() + b"".join(h.read_bytes() for h in sorted(INCLUDE.glob("*.h")))
     key = hashlib.sha256(b"\0".join([code, _compiler_id(cxx).encode(), " ".join(FLAGS).encode(),
                                      _cpu_id().encode()])).hexdigest()[:20]
     lib = cache_dir("native") / f"{src.stem}-{key}.so"
@@ -73,8 +74,8 @@ def load(source: str, abi: tuple[str, int] | None = None) -> ctypes.CDLL | None:
 
         try:
             with atomic_path(lib) as tmp:
-                res = subprocess.run([cxx, *FLAGS, str(src), "-o", str(tmp)], capture_output=True,
-                                     text=True, check=False)
+                res = subprocess.run([cxx, *FLAGS, f"-I{INCLUDE}", str(src), "-o", str(tmp)],
+                                     capture_output=True, text=True, check=False)
                 if res.returncode != 0:
                     raise RuntimeError(res.stderr.strip().splitlines()[-1] if res.stderr else
                                        f"exit {res.returncode}")

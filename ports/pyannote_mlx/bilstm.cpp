@@ -17,7 +17,11 @@
 #include <thread>
 #include <vector>
 
+#include "native_vec.h"
+
 namespace {
+
+using namespace ports_native;  // NOLINT: vf8, load8, store8, splat8, kTileRows
 
 // Cephes expf polynomial and the constants of mlx_layers._exp_neg_parts, as float32.
 constexpr float kP0 = 1.9875691500e-4f, kP1 = 1.3981999507e-3f, kP2 = 8.3334519073e-3f,
@@ -71,26 +75,8 @@ inline float tanh_(float x) {
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=fast")
 
-typedef float vf8 __attribute__((vector_size(32)));
-constexpr int kV = 8;
-
-inline vf8 load8(const float* p) {
-  vf8 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
-inline void store8(float* p, vf8 v) { std::memcpy(p, &v, sizeof v); }
-
-// a broadcast (vf8{} + c would be an add: 0 + c is not c for c = -0)
-inline vf8 splat8(float c) { return vf8{c, c, c, c, c, c, c, c}; }
-
 constexpr int kCols = 4 * kV;  // gate columns per tile
-#ifdef __AVX512VL__
-constexpr int kRows = 6;  // 24 accumulators: AVX-512VL has 32 ymm registers (2x faster than 4)
-#else
-constexpr int kRows = 3;  // 12 accumulators of 16 registers
-#endif
+constexpr int kRows = kTileRows;
 
 // Rows b0..b0+R-1 of acc (B x ld), columns [col, col + 32); wp: the packed W_hh^T, (ld / 32)
 // panels of (H x 32), so a tile reads one contiguous 16-KB panel (the (H, 4H) rows, 2 KB

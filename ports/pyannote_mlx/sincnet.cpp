@@ -14,25 +14,16 @@
 #include <thread>
 #include <vector>
 
+#include "native_vec.h"
+
 namespace {
+
+using namespace ports_native;  // NOLINT: vf8, load8, store8, splat8, kTileRows
 
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=fast")  // the dot products may use FMAs, as BLAS does
 
-typedef float vf8 __attribute__((vector_size(32)));
-constexpr int kV = 8;
 constexpr int kFrames = 24;  // frames per block: a multiple of 3 (pooling) and of the tile
-
-inline vf8 load8(const float* p) {
-  vf8 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
-inline void store8(float* p, vf8 v) { std::memcpy(p, &v, sizeof v); }
-
-// a broadcast (vf8{} + c would be an add: 0 + c is not c for c = -0)
-inline vf8 splat8(float c) { return vf8{c, c, c, c, c, c, c, c}; }
 
 inline vf8 abs8(vf8 v) {
   typedef int vi8 __attribute__((vector_size(32)));

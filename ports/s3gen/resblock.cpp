@@ -14,7 +14,11 @@
 #include <thread>
 #include <vector>
 
+#include "native_vec.h"
+
 namespace {
+
+using namespace ports_native;  // NOLINT: vf8, load8, store8, splat8, kTileRows
 
 constexpr float kInvPi = 0.3183098861837907f;  // float32(1 / pi), as MLX rounds the Python float
 constexpr float kRound = 12582912.0f;          // 1.5 * 2^23
@@ -36,25 +40,8 @@ inline float snake(float x, float alpha, float inv_alpha) {
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=fast")  // the dot products may use FMAs, as BLAS does
 
-typedef float vf8 __attribute__((vector_size(32)));
-constexpr int kV = 8;
 constexpr int kCols = 4 * kV;  // output channels per panel
-#ifdef __AVX512VL__
-constexpr int kRows = 6;  // time steps per tile: 24 accumulators (AVX-512VL has 32 ymm registers)
-#else
-constexpr int kRows = 3;  // 12 accumulators of 16 registers
-#endif
-
-inline vf8 load8(const float* p) {
-  vf8 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
-inline void store8(float* p, vf8 v) { std::memcpy(p, &v, sizeof v); }
-
-// a broadcast (vf8{} + c would be an add: 0 + c is not c for c = -0)
-inline vf8 splat8(float c) { return vf8{c, c, c, c, c, c, c, c}; }
+constexpr int kRows = kTileRows;  // time steps per tile
 
 // R time steps from t0, the 32 output channels of one panel: acc[r][*] = sum over taps j and
 // input channels ci of in[(t0 + r + j d) * c + ci] * panel[(j * c + ci) * 32 + *].
