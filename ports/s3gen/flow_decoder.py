@@ -8,8 +8,11 @@ channels-last (B, T, C) inside.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import math
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -20,7 +23,7 @@ import mlx.nn as nn  # noqa: E402  (after the BLAS preload)
 
 from ports.common.mlx_fastmath import (compiled_method, fused_gelu, fused_mish,  # noqa: E402
                                        fused_softmax, silu)
-from ports.common import mlx_layers  # noqa: E402
+from ports.common import mlx_layers, native  # noqa: E402
 from ports.common.mlx_layers import Conv1d, LayerNorm, Linear, ParameterFree, pad_time  # noqa: E402
 
 from .config import FlowDecoderConfig  # noqa: E402
@@ -144,6 +147,66 @@ class BasicTransformerBlock(nn.Module):
         x = self.attn1(self.norm1(x), bias) + x
         return self.ff(self.norm3(x)) + x
 
+    def packed(self) -> list:
+        """This block's arrays for ``transformer.cpp`` (weights as 32-column panels), built once
+        per set of parameter arrays (a load replaces them)."""
+        a, ff = self.attn1, self.ff
+        params = [self.norm1.weight, self.norm1.bias, a.to_q.weight, a.to_k.weight, a.to_v.weight,
+                  a.to_out[0].weight, a.to_out[0].bias, self.norm3.weight, self.norm3.bias,
+                  ff.net[0].proj.weight, ff.net[0].proj.bias, ff.net[2].weight, ff.net[2].bias]
+        cached = self.__dict__.get("_packed_of")
+        if cached is not None and all(x is y for x, y in zip(cached[0], params)):
+            return cached[1]
+        mx.eval(params)
+        n1w, n1b, wq, wk, wv, wo, bo, n3w, n3b, w1, b1, w2, b2 = (np.asarray(p, np.float32)
+                                                                  for p in params)
+        vec = [np.ascontiguousarray(v) for v in (n1w, n1b, bo, n3w, n3b, b1, b2)]
+        packed = [vec[0], vec[1], _panels(np.concatenate([wq, wk, wv])), _panels(wo), vec[2],
+                  vec[3], vec[4], _panels(w1), vec[5], _panels(w2), vec[6]]
+        object.__setattr__(self, "_packed_of", (params, packed))  # outside the parameter tree
+        return packed
+
+
+def _panels(w: np.ndarray) -> np.ndarray:
+    """Linear weight (out, in) -> (out / 32, in, 32): W^T in 32-column panels."""
+    n, k = w.shape
+    return np.ascontiguousarray(w.reshape(n // 32, 32, k).transpose(0, 2, 1))
+
+
+_I = ctypes.c_int
+
+
+def native_transformer():
+    """``transformer.cpp`` (ctypes), or None: GPU, not Linux, no compiler, AUDIO_PORTS_NATIVE=0."""
+    if mlx_layers.on_gpu():
+        return None
+    return native.kernels(str(Path(__file__).with_name("transformer.cpp")), 1, {
+        "transformer_blocks": ([native.F32] + [_I] * 7 + [ctypes.POINTER(ctypes.c_void_p), _I],
+                               _I)})
+
+
+def transformer_blocks(blocks, x, bias):
+    """``x = block(x, bias)`` for each block: in ``transformer.cpp`` on the CPU (float32, no
+    padding bias, sizes in multiples of 32), else the compiled MLX blocks."""
+    a = blocks[0].attn1
+    d, inner = x.shape[-1], a.heads * a.dim_head
+    ff = blocks[0].ff.net[0].proj.weight.shape[0]
+    lib = (native_transformer() if bias is None and x.dtype == mx.float32
+           and d % 32 == 0 and a.dim_head % 32 == 0 and ff % 32 == 0 else None)
+    if lib is None:
+        for tb in blocks:
+            x = tb(x, bias)
+        return x
+    arrays = [arr for tb in blocks for arr in tb.packed()]
+    ptrs = (ctypes.c_void_p * len(arrays))(*(arr.ctypes.data for arr in arrays))
+    mx.eval(x)
+    out = np.array(x, dtype=np.float32, copy=True, order="C")  # updated in place
+    b, t, _ = out.shape
+    if lib.transformer_blocks(native.f32(out), b, t, d, a.heads, a.dim_head, ff, len(blocks),
+                              ptrs, native.threads()):
+        raise ValueError(f"transformer blocks: sizes D={d}, dh={a.dim_head}, F={ff} not supported")
+    return mx.array(out)
+
 
 class ConditionalDecoder(nn.Module):
     """Causal U-net-like estimator with channels=[256]: one down, 12 mid, one up block."""
@@ -192,20 +255,14 @@ class ConditionalDecoder(nn.Module):
             bias = ((1.0 - mask[:, :, 0].astype(mx.float32)) * -1.0e10)[:, None, None, :].astype(x.dtype)
 
         resnet, tbs, down = self.down_blocks[0]
-        x = resnet(x, mask, temb)
-        for tb in tbs:
-            x = tb(x, bias)
+        x = transformer_blocks(tbs, resnet(x, mask, temb), bias)
         skip = x
         x = down(pad_time(masked(x, mask), 2, 0))
         for resnet, tbs in self.mid_blocks:
-            x = resnet(x, mask, temb)
-            for tb in tbs:
-                x = tb(x, bias)
+            x = transformer_blocks(tbs, resnet(x, mask, temb), bias)
         resnet, tbs, up = self.up_blocks[0]
         x = mx.concatenate([x[:, : skip.shape[1]], skip], axis=-1)
-        x = resnet(x, mask, temb)
-        for tb in tbs:
-            x = tb(x, bias)
+        x = transformer_blocks(tbs, resnet(x, mask, temb), bias)
         x = up(pad_time(masked(x, mask), 2, 0))
         x = self.final_block(x, mask)
         return masked(self.final_proj(masked(x, mask)), mask)
@@ -255,8 +312,10 @@ class CausalConditionalCFM(nn.Module):
         steps = range(n_timesteps)
         if progress is not None:
             steps = progress(steps)
-        # On the CPU the CFG halves run as two batch-1 calls on two streams (one core each).
-        with mlx_layers.concurrent() as streams:
+        # On the CPU the transformer blocks run in C++ on two threads (the CFG batch of two split
+        # between them); without them the CFG halves run as two batch-1 calls on two streams.
+        parallel = contextlib.nullcontext() if native_transformer() else mlx_layers.concurrent()
+        with parallel as streams:
             for i in steps:
                 t = mx.array(t_span[i: i + 1]).astype(dtype)
                 r = mx.array(t_span[i + 1: i + 2]).astype(dtype)

@@ -1,6 +1,7 @@
-"""The CPU paths of the s3gen port: the C++ ResBlock (``resblock.cpp``, the CPU default) against
-the compiled MLX ResBlock it replaces, and the parity of the vocoder and the flow with each CPU
-path switched off (no C++ kernels; no concurrent streams), so every fallback stays tested."""
+"""The CPU paths of the s3gen port: the C++ ResBlock and transformer blocks (``resblock.cpp``,
+``transformer.cpp``, the CPU defaults) against the compiled MLX blocks they replace, and the
+vocoder's parity with each CPU path switched off (no C++ kernels; no concurrent streams), so every
+fallback stays tested (the flow's: tests/s3gen/test_s3gen_flow.py)."""
 import numpy as np
 import pytest
 
@@ -61,6 +62,44 @@ def test_hift_parity_on_fallback_paths(monkeypatch, native, streams):
         monkeypatch.setattr(mlx_layers, "cpu_streams", lambda n=2: None)
     rep = hift_parity(n_frames=40, seed=0, report=ParityReport("s3gen"))
     rep.assert_passed()
+
+
+def _tblocks(n, seed):
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    from ports.s3gen.flow_decoder import BasicTransformerBlock
+
+    rng = np.random.default_rng(seed)
+    blocks = [BasicTransformerBlock(64, 2, 32, 2) for _ in range(n)]
+    for tb in blocks:
+        tb.update(tree_unflatten([(k, mx.array(rng.normal(0, 0.1, v.shape).astype(np.float32)
+                                               + (1.0 if k.endswith("norm1.weight") else 0.0)))
+                                  for k, v in tree_flatten(tb.parameters())]))
+    return blocks, rng
+
+
+@pytest.mark.parametrize("b,t", [(1, 1), (2, 37), (3, 70)])
+def test_transformer_blocks_match_mlx(b, t):
+    """Row splits across threads, key panels padded past T, batches of 1-3."""
+    from ports.s3gen import flow_decoder
+
+    assert flow_decoder.native_transformer() is not None
+    blocks, rng = _tblocks(3, t)
+    x = mx.array(rng.normal(0, 1, (b, t, 64)).astype(np.float32))
+    want = x
+    for tb in blocks:
+        want = tb(want, None)
+    _close(flow_decoder.transformer_blocks(blocks, x, None), want)
+
+
+def test_transformer_blocks_with_bias_use_mlx():
+    from ports.s3gen import flow_decoder
+
+    blocks, rng = _tblocks(1, 0)
+    x = mx.array(rng.normal(0, 1, (1, 5, 64)).astype(np.float32))
+    bias = mx.array([[[[0.0, 0.0, 0.0, -1e10, -1e10]]]])
+    assert np.array_equal(np.array(flow_decoder.transformer_blocks(blocks, x, bias)),
+                          np.array(blocks[0](x, bias)))
 
 
 def test_blas_threads_restored():
