@@ -75,6 +75,9 @@ class CausalBlock1D(nn.Module):
 
 
 class CausalResnetBlock1D(nn.Module):
+    """On the CPU without a mask (float32, channels a multiple of 32) in ``estimator.cpp``; else
+    compiled MLX."""
+
     def __init__(self, dim: int, dim_out: int, time_emb_dim: int):
         super().__init__()
         self.mlp = [ParameterFree(), Linear(time_emb_dim, dim_out)]
@@ -82,8 +85,47 @@ class CausalResnetBlock1D(nn.Module):
         self.block2 = CausalBlock1D(dim_out, dim_out)
         self.res_conv = Conv1d(dim, dim_out, 1, bias=True)
 
-    @compiled_method
     def __call__(self, x, mask, t_emb):
+        cout = self.res_conv.weight.shape[0]
+        lib = (native_estimator() if mask is None and x.dtype == mx.float32 and cout % 32 == 0
+               else None)
+        return self._mlx(x, mask, t_emb) if lib is None else self._native(lib, x, t_emb)
+
+    def _native(self, lib, x, t_emb):
+        p = self._packed()
+        tproj = self.mlp[1](fused_mish(t_emb))
+        mx.eval(x, tproj)
+        xn, tn = (np.ascontiguousarray(a, dtype=np.float32) for a in (x, tproj))
+        b, t, cin = xn.shape
+        out = np.empty((b, t, p["cout"]), np.float32)
+        f = native.f32
+        if lib.resnet_block(f(xn), b, t, cin, p["cout"], f(p["w1"]), f(p["b1"]), f(p["n1w"]),
+                            f(p["n1b"]), f(tn), f(p["w2"]), f(p["b2"]), f(p["n2w"]), f(p["n2b"]),
+                            f(p["wr"]), f(p["br"]), f(out), native.threads()):
+            raise ValueError(f"resnet block: {cin} -> {p['cout']} channels not supported natively")
+        return mx.array(out)
+
+    def _packed(self):
+        """The kernel's arrays (conv weights as 32-column panels over k * C_in), built once per
+        set of parameter arrays (a load replaces them)."""
+        c1, n1 = self.block1.block[0], self.block1.block[2]
+        c2, n2 = self.block2.block[0], self.block2.block[2]
+        params = [c1.weight, c1.bias, n1.weight, n1.bias, c2.weight, c2.bias, n2.weight, n2.bias,
+                  self.res_conv.weight, self.res_conv.bias]
+        cached = self.__dict__.get("_packed_of")
+        if cached is not None and all(a is b for a, b in zip(cached[0], params)):
+            return cached[1]
+        mx.eval(params)
+        w1, b1, n1w, n1b, w2, b2, n2w, n2b, wr, br = (np.asarray(a, np.float32) for a in params)
+        vec = {k: np.ascontiguousarray(v) for k, v in
+               dict(b1=b1, n1w=n1w, n1b=n1b, b2=b2, n2w=n2w, n2b=n2b, br=br).items()}
+        packed = dict(vec, cout=w1.shape[0], w1=_panels(w1.reshape(w1.shape[0], -1)),
+                      w2=_panels(w2.reshape(w2.shape[0], -1)), wr=_panels(wr.reshape(wr.shape[0], -1)))
+        object.__setattr__(self, "_packed_of", (params, packed))  # outside the parameter tree
+        return packed
+
+    @compiled_method
+    def _mlx(self, x, mask, t_emb):
         h = self.block1(x, mask)
         h = h + self.mlp[1](fused_mish(t_emb))[:, None, :]
         h = self.block2(h, mask)
@@ -148,7 +190,7 @@ class BasicTransformerBlock(nn.Module):
         return self.ff(self.norm3(x)) + x
 
     def packed(self) -> list:
-        """This block's arrays for ``transformer.cpp`` (weights as 32-column panels), built once
+        """This block's arrays for ``estimator.cpp`` (weights as 32-column panels), built once
         per set of parameter arrays (a load replaces them)."""
         a, ff = self.attn1, self.ff
         params = [self.norm1.weight, self.norm1.bias, a.to_q.weight, a.to_k.weight, a.to_v.weight,
@@ -176,22 +218,23 @@ def _panels(w: np.ndarray) -> np.ndarray:
 _I = ctypes.c_int
 
 
-def native_transformer():
-    """``transformer.cpp`` (ctypes), or None: GPU, not Linux, no compiler, AUDIO_PORTS_NATIVE=0."""
+def native_estimator():
+    """``estimator.cpp`` (ctypes), or None: GPU, not Linux, no compiler, AUDIO_PORTS_NATIVE=0."""
     if mlx_layers.on_gpu():
         return None
-    return native.kernels(str(Path(__file__).with_name("transformer.cpp")), 1, {
+    return native.kernels(str(Path(__file__).with_name("estimator.cpp")), 1, {
         "transformer_blocks": ([native.F32] + [_I] * 7 + [ctypes.POINTER(ctypes.c_void_p), _I],
-                               _I)})
+                               _I),
+        "resnet_block": ([native.F32] + [_I] * 4 + [native.F32] * 12 + [_I], _I)})
 
 
 def transformer_blocks(blocks, x, bias):
-    """``x = block(x, bias)`` for each block: in ``transformer.cpp`` on the CPU (float32, no
+    """``x = block(x, bias)`` for each block: in ``estimator.cpp`` on the CPU (float32, no
     padding bias, sizes in multiples of 32), else the compiled MLX blocks."""
     a = blocks[0].attn1
     d, inner = x.shape[-1], a.heads * a.dim_head
     ff = blocks[0].ff.net[0].proj.weight.shape[0]
-    lib = (native_transformer() if bias is None and x.dtype == mx.float32
+    lib = (native_estimator() if bias is None and x.dtype == mx.float32
            and d % 32 == 0 and a.dim_head % 32 == 0 and ff % 32 == 0 else None)
     if lib is None:
         for tb in blocks:
@@ -314,7 +357,7 @@ class CausalConditionalCFM(nn.Module):
             steps = progress(steps)
         # On the CPU the transformer blocks run in C++ on two threads (the CFG batch of two split
         # between them); without them the CFG halves run as two batch-1 calls on two streams.
-        parallel = contextlib.nullcontext() if native_transformer() else mlx_layers.concurrent()
+        parallel = contextlib.nullcontext() if native_estimator() else mlx_layers.concurrent()
         with parallel as streams:
             for i in steps:
                 t = mx.array(t_span[i: i + 1]).astype(dtype)

@@ -162,13 +162,13 @@ def test_flow_parity_standard(standard, n_tok, n_prompt):
 
 
 @pytest.mark.parametrize("streams", [True, False])
-def test_flow_parity_mlx_transformer(standard, monkeypatch, streams):
-    """Without the C++ transformer blocks (no g++, AUDIO_PORTS_NATIVE=0, the GPU): the CFG halves
+def test_flow_parity_mlx_estimator(standard, monkeypatch, streams):
+    """Without the C++ estimator blocks (no g++, AUDIO_PORTS_NATIVE=0, the GPU): the CFG halves
     on two CPU streams, or as one batch-2 call (the GPU's path), hold the same bounds."""
     from ports.common import mlx_layers
     from ports.s3gen import flow_decoder
 
-    monkeypatch.setattr(flow_decoder, "native_transformer", lambda: None)
+    monkeypatch.setattr(flow_decoder, "native_estimator", lambda: None)
     if not streams:
         monkeypatch.setattr(mlx_layers, "cpu_streams", lambda n=2: None)
     rows, bad = _parity(*standard, 25, 25, seed=32, meanflow=False)

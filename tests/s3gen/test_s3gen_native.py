@@ -1,5 +1,6 @@
-"""The CPU paths of the s3gen port: the C++ ResBlock and transformer blocks (``resblock.cpp``,
-``transformer.cpp``, the CPU defaults) against the compiled MLX blocks they replace, and the
+"""The CPU paths of the s3gen port: the C++ ResBlock and the flow estimator's transformer and
+resnet blocks (``resblock.cpp``, ``estimator.cpp``, the CPU defaults) against the compiled MLX
+blocks they replace, and the
 vocoder's parity with each CPU path switched off (no C++ kernels; no concurrent streams), so every
 fallback stays tested (the flow's: tests/s3gen/test_s3gen_flow.py)."""
 import numpy as np
@@ -83,13 +84,30 @@ def test_transformer_blocks_match_mlx(b, t):
     """Row splits across threads, key panels padded past T, batches of 1-3."""
     from ports.s3gen import flow_decoder
 
-    assert flow_decoder.native_transformer() is not None
+    assert flow_decoder.native_estimator() is not None
     blocks, rng = _tblocks(3, t)
     x = mx.array(rng.normal(0, 1, (b, t, 64)).astype(np.float32))
     want = x
     for tb in blocks:
         want = tb(want, None)
     _close(flow_decoder.transformer_blocks(blocks, x, None), want)
+
+
+@pytest.mark.parametrize("cin,t,b", [(320, 37, 2), (256, 1, 1), (64, 7, 3)])
+def test_resnet_block_matches_mlx(cin, t, b):
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    from ports.s3gen.flow_decoder import CausalResnetBlock1D
+
+    rng = np.random.default_rng(t)
+    rb = CausalResnetBlock1D(cin, 64, 96)
+    rb.update(tree_unflatten([(k, mx.array(rng.normal(0, 0.1, v.shape).astype(np.float32)))
+                              for k, v in tree_flatten(rb.parameters())]))
+    x = mx.array(rng.normal(0, 1, (b, t, cin)).astype(np.float32))
+    temb = mx.array(rng.normal(0, 1, (b, 96)).astype(np.float32))
+    _close(rb(x, None, temb), rb._mlx(x, None, temb))
+    mask = mx.ones((b, t, 1))  # a mask: the MLX block
+    assert np.array_equal(np.array(rb(x, mask, temb)), np.array(rb._mlx(x, mask, temb)))
 
 
 def test_transformer_blocks_with_bias_use_mlx():

@@ -1,6 +1,10 @@
-// A run of the flow estimator's BasicTransformerBlocks on the CPU (no attention mask):
-// x = x + to_out(softmax(q k^T / sqrt(d)) v), q, k, v from LayerNorm1(x);
-// x = x + W2 gelu(W1 LayerNorm3(x) + b1) + b2; channels-last (B, T, D), one call per run of blocks.
+// The flow estimator's blocks on the CPU, channels-last (B, T, D):
+// - transformer_blocks: a run of BasicTransformerBlocks (no attention mask), one call per run:
+//   x = x + to_out(softmax(q k^T / sqrt(d)) v), q, k, v from LayerNorm1(x);
+//   x = x + W2 gelu(W1 LayerNorm3(x) + b1) + b2;
+// - resnet_block: CausalResnetBlock1D without a mask: h = mish(LN(conv3(pad2(x)))) + t_proj;
+//   out = mish(LN(conv3(pad2(h)))) + res_conv(x); the k = 3 causal convs as GEMMs over the
+//   padded rows (three consecutive rows are one contiguous K = 3 C row).
 //
 // Why: in MLX each block is ~40 kernels on one core besides the GEMMs (LayerNorm, the softmax's
 // reductions and exp, GELU are scalar or SSE2 loops), and the GEMMs at T = 150 run at ~80
@@ -9,8 +13,9 @@
 // (batch, head) pairs (attention), meeting at a barrier around the attention. Built at run time
 // by ports.common.native; the compiled MLX block stays the fallback.
 //
-// GELU's erf and the softmax's exp are mlx_fastmath.fast_erf and mlx_layers.exp_nonpos_jit,
-// op for op (no contraction outside the dot products).
+// GELU's erf, the softmax's exp and Mish's exp are mlx_fastmath.fast_erf,
+// mlx_layers.exp_nonpos_jit and mlx_layers.exp_arith, op for op (no contraction outside the dot
+// products).
 #include <algorithm>
 #include <cmath>
 #include <condition_variable>
@@ -65,6 +70,27 @@ inline float exp_nonpos(float x) {  // exp(x), x <= 0; 0 where n = 126 (exp < 2.
   float poly = ((kP4 * u + kP5) + u2 * (kP2 * u + kP3)) + (u2 * u2) * (kP0 * u + kP1);
   float q = u + u2 * poly;
   return pw * q + pw;
+}
+
+constexpr float kExpLo = -87.33654f, kExpHi = 88.72283f;
+
+inline float exp_arith(float x) {  // Cephes expf as mlx_layers.exp_arith
+  float xc = std::min(std::max(x, kExpLo), kExpHi);
+  float n = std::floor(xc * kLog2e + 0.5f);
+  float r = xc - n * kLn2Hi;
+  r = r - n * kLn2Lo;
+  float p = ((((kP0 * r + kP1) * r + kP2) * r + kP3) * r + kP4) * r + kP5;
+  float y = p * (r * r) + r + 1.0f;
+  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float two_n;
+  std::memcpy(&two_n, &bits, 4);
+  return x < kExpLo ? 0.0f : y * two_n;
+}
+
+inline float mish(float x) {  // x tanh(softplus x) as mlx_fastmath.mish: x n / (n + 2)
+  float e = exp_arith(std::min(x, 20.0f));
+  float n = e * (e + 2.0f);
+  return x * (n / (n + 2.0f));
 }
 
 void layer_norm(const float* x, const float* w, const float* b, int d, float* out) {
@@ -160,7 +186,7 @@ struct Block {  // one block's packed parameters
 
 extern "C" {
 
-int transformer_abi(void) { return 1; }
+int estimator_abi(void) { return 1; }
 
 // x (B, T, D) updated in place by `nblocks` blocks; params: per block 11 pointers in the order
 // n1w, n1b (D), wqkv (3 H dh / 32, D, 32), wo (D / 32, H dh, 32), bo (D), n3w, n3b (D),
@@ -247,6 +273,64 @@ int transformer_blocks(float* x, int batch, int t_len, int d, int heads, int dh,
         for (int v = 0; v < kCols; ++v) o[v] = (a[v] + blk.b2[col + v]) + o[v];
       });
       // the next block's LayerNorm and q/k/v read only these rows: no barrier before it
+    }
+  };
+  std::vector<std::thread> extra;
+  for (int i = 1; i < threads; ++i) extra.emplace_back(work, i);
+  work(0);
+  for (auto& th : extra) th.join();
+  return 0;
+}
+
+// x (B, T, cin) -> out (B, T, cout): CausalResnetBlock1D without a mask. w1 (cout / 32,
+// 3 cin, 32), w2 (cout / 32, 3 cout, 32), wr (cout / 32, cin, 32) packed from (cout, 3, cin) /
+// (cout, 1, cin); b1, n1w, n1b, b2, n2w, n2b, br (cout); tproj (B, cout) = mlp(mish(t_emb)).
+// Returns 0; 1 for bad sizes.
+int resnet_block(const float* x, int batch, int t_len, int cin, int cout, const float* w1,
+                 const float* b1, const float* n1w, const float* n1b, const float* tproj,
+                 const float* w2, const float* b2, const float* n2w, const float* n2b,
+                 const float* wr, const float* br, float* out, int threads) {
+  if (cout % kCols || batch <= 0 || t_len <= 0 || cin <= 0 || threads <= 0) return 1;
+  const long tp = t_len + 2;  // two zero rows in front: the causal padding
+  std::vector<float> xpad((size_t)batch * tp * cin, 0.0f), hpad((size_t)batch * tp * cout, 0.0f);
+  Barrier barrier(threads);
+  auto work = [&](int tid) {
+    const long r0 = (long)t_len * tid / threads, r1 = (long)t_len * (tid + 1) / threads;
+    for (int b = 0; b < batch; ++b)
+      std::memcpy(xpad.data() + ((size_t)b * tp + 2 + r0) * cin,
+                  x + ((size_t)b * t_len + r0) * cin, sizeof(float) * (r1 - r0) * cin);
+    barrier.wait();
+    for (int b = 0; b < batch; ++b) {  // h = mish(LN(conv1)) + tproj, into hpad
+      float* hb = hpad.data() + (size_t)b * tp * cout;
+      gemm(xpad.data() + (size_t)b * tp * cin, cin, 3 * cin, w1, cout, r0, r1,
+           [&](long r, int col, const float* a) {
+             float* o = hb + (size_t)(r + 2) * cout + col;
+             for (int v = 0; v < kCols; ++v) o[v] = a[v] + b1[col + v];
+           });
+      for (long r = r0; r < r1; ++r) {
+        float* row = hb + (size_t)(r + 2) * cout;
+        layer_norm(row, n1w, n1b, cout, row);
+        for (int c = 0; c < cout; ++c) row[c] = mish(row[c]) + tproj[(size_t)b * cout + c];
+      }
+    }
+    barrier.wait();
+    for (int b = 0; b < batch; ++b) {  // out = mish(LN(conv2(h))) + res_conv(x)
+      float* ob = out + (size_t)b * t_len * cout;
+      gemm(hpad.data() + (size_t)b * tp * cout, cout, 3 * cout, w2, cout, r0, r1,
+           [&](long r, int col, const float* a) {
+             float* o = ob + (size_t)r * cout + col;
+             for (int v = 0; v < kCols; ++v) o[v] = a[v] + b2[col + v];
+           });
+      for (long r = r0; r < r1; ++r) {
+        float* row = ob + (size_t)r * cout;
+        layer_norm(row, n2w, n2b, cout, row);
+        for (int c = 0; c < cout; ++c) row[c] = mish(row[c]);
+      }
+      gemm(x + (size_t)b * t_len * cin, cin, cin, wr, cout, r0, r1,
+           [&](long r, int col, const float* a) {
+             float* o = ob + (size_t)r * cout + col;
+             for (int v = 0; v < kCols; ++v) o[v] = o[v] + (a[v] + br[col + v]);
+           });
     }
   };
   std::vector<std::thread> extra;
