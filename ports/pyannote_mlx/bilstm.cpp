@@ -11,6 +11,7 @@
 // tanh_jit): the same float32 formulas op for op (bit for bit), no contraction outside the dot
 // products (BLAS uses FMA too), the input projection added after the dot product as sgemm
 // (beta = 1) does. Only the dot products' summation order may differ from OpenBLAS's.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -68,58 +69,24 @@ inline float tanh_(float x) {
   return std::fabs(x) < 0.55f ? small : big;
 }
 
-// The recurrent products acc (B x 4H) = h (B x H) @ W_hh^T (H x 4H): explicit 8-float vectors
-// (GCC vector extensions: AVX2/AVX-512 ymm, SSE pairs elsewhere) along the gates, so any batch
-// fills them, with a tile of up to kRows batch rows x 32 gate columns held in registers. The only
-// code here where products and sums may fuse into FMAs (BLAS's GEMMs do too).
-#pragma GCC push_options
-#pragma GCC optimize("fp-contract=fast")
-
-constexpr int kCols = 4 * kV;  // gate columns per tile
-constexpr int kRows = kTileRows;
-
-// Rows b0..b0+R-1 of acc (B x ld), columns [col, col + 32); wp: the packed W_hh^T, (ld / 32)
-// panels of (H x 32), so a tile reads one contiguous 16-KB panel (the (H, 4H) rows, 2 KB
-// apart, would all fall into a few L1 sets).
-template <int R>
-inline void tile(const float* __restrict h, const float* __restrict wp, float* __restrict acc,
-                 int b0, int col, int hid, int ld) {
-  vf8 a[R][4];
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < 4; ++v) a[r][v] = vf8{};
-  const float* panel = wp + (size_t)col * hid;
-  for (int k = 0; k < hid; ++k) {
-    vf8 wv[4];
-    for (int v = 0; v < 4; ++v) wv[v] = load8(panel + (size_t)k * kCols + kV * v);
-    for (int r = 0; r < R; ++r) {
-      vf8 hv = splat8(h[(size_t)(b0 + r) * hid + k]);
-      for (int v = 0; v < 4; ++v) a[r][v] = hv * wv[v] + a[r][v];
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < 4; ++v) store8(acc + (size_t)(b0 + r) * ld + col + kV * v, a[r][v]);
-}
-
-template <int R>
-void rows(const float* h, const float* wp, float* acc, int b0, int hid, int ld) {
-  for (int col = 0; col < ld; col += kCols) tile<R>(h, wp, acc, b0, col, hid, ld);
-}
-
+// The recurrent products acc (B x 4H) = h (B x H) @ W_hh^T (H x 4H), the gates as the vector
+// dimension (any batch fills the vectors), in register tiles of up to kTileRows batch rows x 32
+// gate columns (native_vec.h). wp: W_hh^T packed as (4H / 32) panels of (H x 32), so a tile
+// reads one contiguous 16-KB panel (the (H, 4H) rows, 2 KB apart, would all fall into a few L1
+// sets: 2x slower).
 void gemm(const float* h, const float* wp, float* acc, int b, int hid) {
   const int ld = 4 * hid;  // a multiple of 64 (hid % 16 == 0 is checked)
-  int b0 = 0;
-  for (; b0 + kRows <= b; b0 += kRows) rows<kRows>(h, wp, acc, b0, hid, ld);
-  switch (b - b0) {  // the remainder, < kRows
-    case 5: rows<5>(h, wp, acc, b0, hid, ld); break;
-    case 4: rows<4>(h, wp, acc, b0, hid, ld); break;
-    case 3: rows<3>(h, wp, acc, b0, hid, ld); break;
-    case 2: rows<2>(h, wp, acc, b0, hid, ld); break;
-    case 1: rows<1>(h, wp, acc, b0, hid, ld); break;
-    default: break;
+  float tile[kTileRows * kPanel];
+  for (int b0 = 0; b0 < b; b0 += kTileRows) {
+    const int nr = std::min(kTileRows, b - b0);
+    for (int col = 0; col < ld; col += kPanel) {
+      tile_rows(nr, [&](int r, int) { return h + (size_t)(b0 + r) * hid; }, 1, hid,
+                wp + (size_t)col * hid, tile);
+      for (int r = 0; r < nr; ++r)
+        std::memcpy(acc + (size_t)(b0 + r) * ld + col, tile + r * kPanel, sizeof tile / kTileRows);
+    }
   }
 }
-
-#pragma GCC pop_options
 
 // One direction, time-major. xp: (T, B, 8H) = x [W_ih; W_ih_reverse]^T without the bias; bias:
 // (4H) this direction's; wt: (H, 4H) = weight_hh^T of this direction (g rows pre-scaled by 2
@@ -129,10 +96,10 @@ void run_direction(const float* xp, const float* bias, const float* wt, float* o
   const int g4 = 4 * hid;
   std::vector<float> acc((size_t)b * g4), h((size_t)b * hid, 0.0f), c((size_t)b * hid, 0.0f);
   std::vector<float> wp((size_t)hid * g4);  // W_hh^T in (4H / 32) panels of (H x 32)
-  for (int col = 0; col < g4; col += kCols)
+  for (int col = 0; col < g4; col += kPanel)
     for (int k = 0; k < hid; ++k)
-      std::memcpy(wp.data() + (size_t)col * hid + (size_t)k * kCols, wt + (size_t)k * g4 + col,
-                  sizeof(float) * kCols);
+      std::memcpy(wp.data() + (size_t)col * hid + (size_t)k * kPanel, wt + (size_t)k * g4 + col,
+                  sizeof(float) * kPanel);
   for (int s = 0; s < t_len; ++s) {
     const int t = d == 0 ? s : t_len - 1 - s;  // the backward direction walks time backwards
     gemm(h.data(), wp.data(), acc.data(), b, hid);

@@ -185,10 +185,7 @@ int instance_norm(const float* x, int batch, long t_in, int c, int pool, const f
       norm_chunk(x + (size_t)b * t_in * c, t_in, c, pool, w, bias, eps, leaky,
                  out + (size_t)b * t * c);
   };
-  std::vector<std::thread> extra;
-  for (int i = 1; i < threads && i < batch; ++i) extra.emplace_back(worker, i);
-  worker(0);
-  for (auto& th : extra) th.join();
+  run_threads(std::min(threads, batch), worker);
   return 0;
 }
 
@@ -217,10 +214,7 @@ int sinc_conv(const float* x, long n, int batch, const float* ws, int ns, const 
       run_block(j, b, r0, std::min(r0 + per_block, j.rows), win, tmp);
     }
   };
-  std::vector<std::thread> pool_threads;
-  for (int t = 1; t < threads; ++t) pool_threads.emplace_back(worker, t);
-  worker(0);
-  for (auto& t : pool_threads) t.join();
+  run_threads(threads, worker);
   return 0;
 }
 

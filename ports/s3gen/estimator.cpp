@@ -107,30 +107,7 @@ void layer_norm(const float* x, const float* w, const float* b, int d, float* ou
 }
 
 // ---- GEMM: out (rows x n) = A (rows x k, row stride lda) @ panels (n / 32 x k x 32) ----------
-#pragma GCC push_options
-#pragma GCC optimize("fp-contract=fast")  // the dot products may use FMAs, as BLAS does
-
-constexpr int kCols = 4 * kV;
-
-template <int R>
-inline void tile(const float* __restrict a, long lda, const float* __restrict panel, int k,
-                 float* __restrict acc) {
-  vf8 s[R][4];
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < 4; ++v) s[r][v] = vf8{};
-  for (int j = 0; j < k; ++j) {
-    vf8 w[4];
-    for (int v = 0; v < 4; ++v) w[v] = load8(panel + (size_t)j * kCols + kV * v);
-    for (int r = 0; r < R; ++r) {
-      vf8 xv = splat8(a[(size_t)r * lda + j]);
-      for (int v = 0; v < 4; ++v) s[r][v] = xv * w[v] + s[r][v];
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < 4; ++v) store8(acc + (size_t)r * kCols + kV * v, s[r][v]);
-}
-
-#pragma GCC pop_options
+constexpr int kCols = kPanel;
 
 // rows [r0, r1) of A; epi(row, col0, const float* acc32) stores a 32-column block
 template <class Epi>
@@ -142,14 +119,7 @@ void gemm(const float* a, long lda, int k, const float* panels, int n, long r0, 
     for (long t = r0; t < r1; t += kTileRows) {
       const long nr = std::min<long>(kTileRows, r1 - t);
       const float* at = a + (size_t)t * lda;
-      switch (nr) {
-        case 6: tile<6>(at, lda, panel, k, acc); break;
-        case 5: tile<5>(at, lda, panel, k, acc); break;
-        case 4: tile<4>(at, lda, panel, k, acc); break;
-        case 3: tile<3>(at, lda, panel, k, acc); break;
-        case 2: tile<2>(at, lda, panel, k, acc); break;
-        default: tile<1>(at, lda, panel, k, acc); break;
-      }
+      tile_rows((int)nr, [&](int r, int) { return at + (size_t)r * lda; }, 1, k, panel, acc);
       for (long r = 0; r < nr; ++r) epi(t + r, col, acc + r * kCols);
     }
   }
@@ -275,10 +245,7 @@ int transformer_blocks(float* x, int batch, int t_len, int d, int heads, int dh,
       // the next block's LayerNorm and q/k/v read only these rows: no barrier before it
     }
   };
-  std::vector<std::thread> extra;
-  for (int i = 1; i < threads; ++i) extra.emplace_back(work, i);
-  work(0);
-  for (auto& th : extra) th.join();
+  run_threads(threads, work);
   return 0;
 }
 
@@ -333,10 +300,7 @@ int resnet_block(const float* x, int batch, int t_len, int cin, int cout, const 
            });
     }
   };
-  std::vector<std::thread> extra;
-  for (int i = 1; i < threads; ++i) extra.emplace_back(work, i);
-  work(0);
-  for (auto& th : extra) th.join();
+  run_threads(threads, work);
   return 0;
 }
 

@@ -37,37 +37,8 @@ inline float snake(float x, float alpha, float inv_alpha) {
   return x + inv_alpha * (s * s);
 }
 
-#pragma GCC push_options
-#pragma GCC optimize("fp-contract=fast")  // the dot products may use FMAs, as BLAS does
-
-constexpr int kCols = 4 * kV;  // output channels per panel
+constexpr int kCols = kPanel;  // output channels per panel
 constexpr int kRows = kTileRows;  // time steps per tile
-
-// R time steps from t0, the 32 output channels of one panel: acc[r][*] = sum over taps j and
-// input channels ci of in[(t0 + r + j d) * c + ci] * panel[(j * c + ci) * 32 + *].
-template <int R>
-inline void tile(const float* __restrict in, const float* __restrict panel, int c, int k, int d,
-                 long t0, float* __restrict acc) {
-  vf8 a[R][4];
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < 4; ++v) a[r][v] = vf8{};
-  for (int j = 0; j < k; ++j) {
-    const float* rows = in + (size_t)(t0 + (long)j * d) * c;
-    const float* wj = panel + (size_t)j * c * kCols;
-    for (int ci = 0; ci < c; ++ci) {
-      vf8 w[4];
-      for (int v = 0; v < 4; ++v) w[v] = load8(wj + (size_t)ci * kCols + kV * v);
-      for (int r = 0; r < R; ++r) {
-        vf8 xv = splat8(rows[(size_t)r * c + ci]);
-        for (int v = 0; v < 4; ++v) a[r][v] = xv * w[v] + a[r][v];
-      }
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < 4; ++v) store8(acc + (size_t)r * kCols + kV * v, a[r][v]);
-}
-
-#pragma GCC pop_options
 
 // y = conv(in) + bias for t in [t_lo, t_hi); in is (T + (k - 1) d, c), zero padded; then
 // mode 0: out[(t + pad_out) * c + co] = snake(y, alpha, inv) (the next conv's padded input);
@@ -80,14 +51,9 @@ void conv_range(const float* in, const float* wp, const float* bias, int c, int 
     const float* panel = wp + (size_t)col * k * c;
     for (long t0 = t_lo; t0 < t_hi; t0 += kRows) {
       const long nr = std::min<long>(kRows, t_hi - t0);
-      switch (nr) {  // nr <= kRows
-        case 6: tile<6>(in, panel, c, k, d, t0, acc); break;
-        case 5: tile<5>(in, panel, c, k, d, t0, acc); break;
-        case 4: tile<4>(in, panel, c, k, d, t0, acc); break;
-        case 3: tile<3>(in, panel, c, k, d, t0, acc); break;
-        case 2: tile<2>(in, panel, c, k, d, t0, acc); break;
-        default: tile<1>(in, panel, c, k, d, t0, acc); break;
-      }
+      // tap j of output t reads input row t + j d (the input is padded)
+      tile_rows((int)nr, [&](int r, int j) { return in + (size_t)(t0 + r + (long)j * d) * c; },
+                k, c, panel, acc);
       for (long r = 0; r < nr; ++r) {
         const float* ar = acc + r * kCols;
         if (mode == 0) {
@@ -109,14 +75,7 @@ void split(long n, int threads, F fn) {  // fn(lo, hi) over `threads` contiguous
     fn(0L, n);
     return;
   }
-  std::vector<std::thread> extra;
-  const long step = (n + threads - 1) / threads;
-  for (int i = 1; i < threads; ++i) {
-    long lo = std::min(n, i * step), hi = std::min(n, lo + step);
-    extra.emplace_back(fn, lo, hi);
-  }
-  fn(0L, std::min(n, step));
-  for (auto& th : extra) th.join();
+  run_threads(threads, [&](int i) { fn(n * i / threads, n * (i + 1) / threads); });
 }
 
 }  // namespace
