@@ -19,7 +19,7 @@ import os
 import shutil
 import sys
 
-from . import blas
+from . import blas, native
 from .blas import import_mlx
 
 mx = import_mlx()
@@ -55,7 +55,7 @@ def cpu_streams(n: int = 2):
     core, or with ``AUDIO_PORTS_MLX_STREAMS=0``. Each CPU stream has its own thread, and MLX's
     CPU ops outside BLAS are single-threaded, so two halves on two streams use two cores."""
     if (on_gpu() or os.environ.get("AUDIO_PORTS_MLX_STREAMS", "1").strip() == "0"
-            or len(os.sched_getaffinity(0)) < 2):
+            or native.cores() < 2):
         return None
     while len(_streams) < n:
         _streams.append(mx.new_stream(mx.cpu))

@@ -113,10 +113,18 @@ def f32(a):
     return a.ctypes.data_as(F32)
 
 
+def cores() -> int:
+    """The cores this process may use (its affinity where the OS has one, e.g. not macOS)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def threads() -> int:
     """Threads for a kernel call: the cores this process may use, at most 2 (the kernels split
     into two directions or two halves; more cores would need finer splits)."""
-    return 2 if len(os.sched_getaffinity(0)) >= 2 else 1
+    return 2 if cores() >= 2 else 1
 
 
-__all__ = ["FLAGS", "F32", "I32", "compiler", "enabled", "f32", "kernels", "load", "threads"]
+__all__ = ["FLAGS", "F32", "I32", "compiler", "cores", "enabled", "f32", "kernels", "load", "threads"]
