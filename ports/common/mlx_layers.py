@@ -357,6 +357,19 @@ class Conv1d(nn.Module):
                       self.padding, self.dilation, self.groups)
 
 
+def derived(module, name: str, arrays: list, build):
+    """``build()``, kept on ``module`` outside its parameter tree and rebuilt when any of
+    ``arrays`` is no longer the same object (a load or update replaces parameter arrays): for
+    forms of the weights arranged once, such as packed panels for the C++ kernels."""
+    key = f"_derived_{name}"
+    cached = module.__dict__.get(key)
+    if (cached is None or len(cached[0]) != len(arrays)
+            or any(a is not b for a, b in zip(cached[0], arrays))):
+        cached = (list(arrays), build())
+        object.__setattr__(module, key, cached)
+    return cached[1]
+
+
 class ConvTranspose1d(nn.Module):
     """``torch.nn.ConvTranspose1d`` on channels-last (B, T, C); weight (out, k, in) as MLX's. The
     tap matrices (``transpose_taps``) are arranged once per weight array (re-done when a load
@@ -371,11 +384,7 @@ class ConvTranspose1d(nn.Module):
         self.stride, self.padding = stride, padding
 
     def _taps(self):
-        cached = self.__dict__.get("_taps_of")
-        if cached is None or cached[0] is not self.weight:
-            cached = (self.weight, transpose_taps(self.weight, self.stride))
-            object.__setattr__(self, "_taps_of", cached)  # outside the parameter tree
-        return cached[1]
+        return derived(self, "taps", [self.weight], lambda: transpose_taps(self.weight, self.stride))
 
     def __call__(self, x):
         return conv_transpose1d(x, self.weight, self.stride, self.padding,
@@ -405,7 +414,7 @@ def pad_time(x, left: int, right: int):
     return mx.pad(x, [(0, 0), (left, right), (0, 0)])
 
 
-__all__ = ["cpu_jit_available", "on_gpu", "cpu_streams", "concurrent", "on_stream", "exp_arith", "tanh_arith", "sigmoid_arith", "tanh_jit",
+__all__ = ["cpu_jit_available", "on_gpu", "cpu_streams", "concurrent", "on_stream", "derived", "exp_arith", "tanh_arith", "sigmoid_arith", "tanh_jit",
            "sigmoid_jit", "exp_nonpos_jit", "activations", "leaky_relu", "Linear", "Conv1d", "ConvTranspose1d",
            "LayerNorm", "ParameterFree", "conv1d", "conv1d_shifted", "conv_transpose1d",
            "transpose_taps", "pad_time"]

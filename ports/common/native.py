@@ -108,6 +108,16 @@ def kernels(source: str, abi: int, signatures: dict) -> ctypes.CDLL | None:
     return lib
 
 
+def panels(w) -> "np.ndarray":
+    """A weight (out, ...) -> (out / 32, prod(...), 32) float32: W^T in the 32-column panels
+    the kernels' GEMM tiles read (a conv's (out, k, in) gives its taps x inputs as the rows)."""
+    import numpy as np
+
+    w = np.asarray(w, np.float32)
+    n = w.shape[0]
+    return np.ascontiguousarray(w.reshape(n // 32, 32, -1).transpose(0, 2, 1))
+
+
 def f32(a):
     """A float32 numpy array's data as ``float*`` (the caller keeps ``a`` alive)."""
     return a.ctypes.data_as(F32)
@@ -127,4 +137,4 @@ def threads() -> int:
     return 2 if cores() >= 2 else 1
 
 
-__all__ = ["FLAGS", "F32", "I32", "compiler", "cores", "enabled", "f32", "kernels", "load", "threads"]
+__all__ = ["FLAGS", "F32", "I32", "compiler", "cores", "enabled", "f32", "kernels", "load", "panels", "threads"]

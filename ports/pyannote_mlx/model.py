@@ -149,13 +149,13 @@ class SincConv(nn.Module):
         super().__init__()
         self.stride = stride
         self.weight = mx.zeros((SINC_FILTERS, SINC_KERNEL, 1))
-        self._folded = (None, None)
 
     def folded(self):
-        """(ws, wa, ns) for ``sincnet.cpp``, or None where the filters are not [ns symmetric;
-        antisymmetric] exactly; cached per weight array."""
-        if self._folded[0] is self.weight:
-            return self._folded[1]
+        """(ws, wa, ns, half, kp) for ``sincnet.cpp``, or None where the filters are not [ns
+        symmetric; antisymmetric] exactly; built once per weight array."""
+        return mlx_layers.derived(self, "folded", [self.weight], self._fold)
+
+    def _fold(self):
         w = np.asarray(self.weight, dtype=np.float32)[:, :, 0]  # (F, K)
         k = w.shape[1]
         sym = np.all(w == w[:, ::-1], axis=1)
@@ -171,7 +171,6 @@ class SincConv(nn.Module):
                 out[:taps, :len(rows)] = rows[:, :taps].T
                 return out
             res = (pack(w[:ns], half + 1), pack(w[ns:], half), ns, half, kp)
-        self._folded = (self.weight, res)
         return res
 
     def __call__(self, x, pool: bool = False):

@@ -107,22 +107,18 @@ class CausalResnetBlock1D(nn.Module):
 
     def _packed(self):
         """The kernel's arrays (conv weights as 32-column panels over k * C_in), built once per
-        set of parameter arrays (a load replaces them)."""
+        set of parameter arrays."""
         c1, n1 = self.block1.block[0], self.block1.block[2]
         c2, n2 = self.block2.block[0], self.block2.block[2]
-        params = [c1.weight, c1.bias, n1.weight, n1.bias, c2.weight, c2.bias, n2.weight, n2.bias,
-                  self.res_conv.weight, self.res_conv.bias]
-        cached = self.__dict__.get("_packed_of")
-        if cached is not None and all(a is b for a, b in zip(cached[0], params)):
-            return cached[1]
-        mx.eval(params)
-        w1, b1, n1w, n1b, w2, b2, n2w, n2b, wr, br = (np.asarray(a, np.float32) for a in params)
-        vec = {k: np.ascontiguousarray(v) for k, v in
-               dict(b1=b1, n1w=n1w, n1b=n1b, b2=b2, n2w=n2w, n2b=n2b, br=br).items()}
-        packed = dict(vec, cout=w1.shape[0], w1=_panels(w1.reshape(w1.shape[0], -1)),
-                      w2=_panels(w2.reshape(w2.shape[0], -1)), wr=_panels(wr.reshape(wr.shape[0], -1)))
-        object.__setattr__(self, "_packed_of", (params, packed))  # outside the parameter tree
-        return packed
+        params = dict(w1=c1.weight, b1=c1.bias, n1w=n1.weight, n1b=n1.bias, w2=c2.weight,
+                      b2=c2.bias, n2w=n2.weight, n2b=n2.bias, wr=self.res_conv.weight,
+                      br=self.res_conv.bias)
+
+        def pack():
+            out = {k: (native.panels(v) if k[0] == "w" else np.ascontiguousarray(v, np.float32))
+                   for k, v in params.items()}
+            return dict(out, cout=params["w1"].shape[0])
+        return mlx_layers.derived(self, "packed", list(params.values()), pack)
 
     @compiled_method
     def _mlx(self, x, mask, t_emb):
@@ -191,28 +187,20 @@ class BasicTransformerBlock(nn.Module):
 
     def packed(self) -> list:
         """This block's arrays for ``estimator.cpp`` (weights as 32-column panels), built once
-        per set of parameter arrays (a load replaces them)."""
+        per set of parameter arrays."""
         a, ff = self.attn1, self.ff
         params = [self.norm1.weight, self.norm1.bias, a.to_q.weight, a.to_k.weight, a.to_v.weight,
                   a.to_out[0].weight, a.to_out[0].bias, self.norm3.weight, self.norm3.bias,
                   ff.net[0].proj.weight, ff.net[0].proj.bias, ff.net[2].weight, ff.net[2].bias]
-        cached = self.__dict__.get("_packed_of")
-        if cached is not None and all(x is y for x, y in zip(cached[0], params)):
-            return cached[1]
-        mx.eval(params)
-        n1w, n1b, wq, wk, wv, wo, bo, n3w, n3b, w1, b1, w2, b2 = (np.asarray(p, np.float32)
-                                                                  for p in params)
-        vec = [np.ascontiguousarray(v) for v in (n1w, n1b, bo, n3w, n3b, b1, b2)]
-        packed = [vec[0], vec[1], _panels(np.concatenate([wq, wk, wv])), _panels(wo), vec[2],
-                  vec[3], vec[4], _panels(w1), vec[5], _panels(w2), vec[6]]
-        object.__setattr__(self, "_packed_of", (params, packed))  # outside the parameter tree
-        return packed
 
-
-def _panels(w: np.ndarray) -> np.ndarray:
-    """Linear weight (out, in) -> (out / 32, in, 32): W^T in 32-column panels."""
-    n, k = w.shape
-    return np.ascontiguousarray(w.reshape(n // 32, 32, k).transpose(0, 2, 1))
+        def pack():
+            n1w, n1b, wq, wk, wv, wo, bo, n3w, n3b, w1, b1, w2, b2 = (np.asarray(p, np.float32)
+                                                                      for p in params)
+            vec = [np.ascontiguousarray(v) for v in (n1w, n1b, bo, n3w, n3b, b1, b2)]
+            return [vec[0], vec[1], native.panels(np.concatenate([wq, wk, wv])),
+                    native.panels(wo), vec[2], vec[3], vec[4], native.panels(w1), vec[5],
+                    native.panels(w2), vec[6]]
+        return mlx_layers.derived(self, "packed", params, pack)
 
 
 _I = ctypes.c_int

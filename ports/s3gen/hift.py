@@ -85,25 +85,21 @@ class ResBlock(nn.Module):
         return x
 
     def _packed(self):
-        """The kernel's arrays, built once per set of parameter arrays (a load replaces them)."""
+        """The kernel's arrays, built once per set of parameter arrays."""
         params = [m.weight for m in self.convs1 + self.convs2] + [m.bias for m in self.convs1 + self.convs2]
         params += [a.alpha for a in self.activations1 + self.activations2]
-        cached = self.__dict__.get("_packed_of")
-        if cached is not None and len(cached[0]) == len(params) and all(
-                a is b for a, b in zip(cached[0], params)):
-            return cached[1]
+        return mlx_layers.derived(self, "packed", params, self._pack)
 
-        def panels(w):  # (C_out, k, C_in) -> (C_out / 32, k, C_in, 32)
-            co, k, ci = w.shape
-            return np.asarray(w, np.float32).reshape(co // 32, 32, k, ci).transpose(0, 2, 3, 1)
+    def _pack(self):
+        panels = native.panels  # (C_out, k, C_in) -> (C_out / 32, k C_in, 32)
 
         def stack(arrays):
             return np.ascontiguousarray(np.stack([np.asarray(a, np.float32) for a in arrays]))
 
         inv = [1.0 / (a.alpha + 1e-9) for a in self.activations1 + self.activations2]  # as Snake
-        mx.eval(params, inv)
+        mx.eval(inv)
         nd = len(self.convs1)
-        packed = dict(
+        return dict(
             dil=np.array([c.dilation for c in self.convs1], np.int32),
             w1=stack([panels(c.weight) for c in self.convs1]),
             b1=stack([c.bias for c in self.convs1]),
@@ -111,8 +107,6 @@ class ResBlock(nn.Module):
             b2=stack([c.bias for c in self.convs2]),
             a1=stack([a.alpha for a in self.activations1]), i1=stack(inv[:nd]),
             a2=stack([a.alpha for a in self.activations2]), i2=stack(inv[nd:]))
-        object.__setattr__(self, "_packed_of", (params, packed))  # outside the parameter tree
-        return packed
 
     def _native(self, lib, x):
         p = self._packed()
