@@ -318,12 +318,25 @@ class BiLSTM(nn.Module):
         """One bidirectional layer in C++, time-major: (T, B, In) -> (T, B, 2H). Both
         directions' input projections are one GEMM, in forward time."""
         t_len, b, n_in = x.shape
-        p = self.parameters()
-        w_ih = mx.concatenate([p[f"weight_ih_l{k}"], p[f"weight_ih_l{k}_reverse"]])
+        w_ih, arrays = self._native_weights(k)
         xp = x.reshape(t_len * b, n_in) @ w_ih.T  # (T B, 8H)
-        return _native_layer(xp.reshape(t_len, b, -1), *(p[f"{name}_l{k}{sfx}"]
-                                                         for name in ("bias", "weight_hh")
-                                                         for sfx in ("", "_reverse")))
+        return _native_layer(xp.reshape(t_len, b, -1), arrays)
+
+    def _native_weights(self, k: int):
+        """Layer k's arrays for the C++ layer, built once per parameter array: [W_ih;
+        W_ih_reverse] (8H, In) for the input GEMM, and (numpy) the biases and weight_hh^T of both
+        directions."""
+        p = self.parameters()
+        names = [f"{n}_l{k}{sfx}" for n in ("weight_ih", "bias", "weight_hh")
+                 for sfx in ("", "_reverse")]
+
+        def build():
+            w_ih = mx.concatenate([p[names[0]], p[names[1]]])
+            mx.eval(w_ih)
+            return w_ih, ([np.ascontiguousarray(p[n], dtype=np.float32) for n in names[2:4]]
+                          + [np.ascontiguousarray(np.asarray(p[n], np.float32).T)
+                             for n in names[4:]])
+        return mlx_layers.derived(self, f"native_l{k}", [p[n] for n in names], build)
 
     def layer(self, x, k: int):
         """One bidirectional layer with an MLX step: (In, T, B) -> (2H, T, B) = [forward;
@@ -391,21 +404,20 @@ def native_lstm():
 _f32, _threads = native.f32, native.threads
 
 
-def _native_layer(xp, bias_fwd, bias_bwd, w_fwd, w_bwd):
-    """xp (T, B, 8H) = x [W_ih; W_ih_reverse]^T without the bias, the biases (4H) and weight_hh
-    (4H, H) of both directions -> (T, B, 2H), by ``bilstm.cpp`` (ctypes releases the GIL for the
-    call)."""
+def _native_layer(xp, arrays):
+    """xp (T, B, 8H) = x [W_ih; W_ih_reverse]^T without the bias; ``arrays``: the biases (4H)
+    and weight_hh^T (H, 4H) of both directions -> (T, B, 2H), by ``bilstm.cpp`` (ctypes releases
+    the GIL for the call)."""
     t_len, b, _ = xp.shape
-    n = w_fwd.shape[1]
+    n = arrays[2].shape[0]
     lib = native_lstm()
     if lib is None:
         raise RuntimeError("the native LSTM needs Linux and g++ on PATH (and AUDIO_PORTS_NATIVE "
                            "not 0); use BiLSTM.step_kind 'jit', 'fused' or 'eager'")
-    mx.eval(xp, bias_fwd, bias_bwd, w_fwd, w_bwd)
-    arrays = [np.ascontiguousarray(a, dtype=np.float32) for a in (xp, bias_fwd, bias_bwd)]
-    arrays += [np.ascontiguousarray(np.asarray(w, dtype=np.float32).T) for w in (w_fwd, w_bwd)]
+    mx.eval(xp)
+    xp = np.ascontiguousarray(xp, dtype=np.float32)
     out = np.empty((t_len, b, 2 * n), dtype=np.float32)
-    if lib.bilstm_layer(*(_f32(a) for a in (*arrays, out)), n, t_len, b, _threads()):
+    if lib.bilstm_layer(*(_f32(a) for a in (xp, *arrays, out)), n, t_len, b, _threads()):
         raise ValueError(f"native LSTM: hidden {n} is not a multiple of 16, or T={t_len}, B={b}")
     return mx.array(out)
 

@@ -86,13 +86,11 @@ class ResBlock(nn.Module):
 
     def _packed(self):
         """The kernel's arrays, built once per set of parameter arrays."""
-        params = [m.weight for m in self.convs1 + self.convs2] + [m.bias for m in self.convs1 + self.convs2]
-        params += [a.alpha for a in self.activations1 + self.activations2]
+        convs, acts = self.convs1 + self.convs2, self.activations1 + self.activations2
+        params = [m.weight for m in convs] + [m.bias for m in convs] + [a.alpha for a in acts]
         return mlx_layers.derived(self, "packed", params, self._pack)
 
     def _pack(self):
-        panels = native.panels  # (C_out, k, C_in) -> (C_out / 32, k C_in, 32)
-
         def stack(arrays):
             return np.ascontiguousarray(np.stack([np.asarray(a, np.float32) for a in arrays]))
 
@@ -101,9 +99,9 @@ class ResBlock(nn.Module):
         nd = len(self.convs1)
         return dict(
             dil=np.array([c.dilation for c in self.convs1], np.int32),
-            w1=stack([panels(c.weight) for c in self.convs1]),
+            w1=stack([native.panels(c.weight) for c in self.convs1]),  # (C/32, k C, 32)
             b1=stack([c.bias for c in self.convs1]),
-            w2=stack([panels(c.weight) for c in self.convs2]),
+            w2=stack([native.panels(c.weight) for c in self.convs2]),
             b2=stack([c.bias for c in self.convs2]),
             a1=stack([a.alpha for a in self.activations1]), i1=stack(inv[:nd]),
             a2=stack([a.alpha for a in self.activations2]), i2=stack(inv[nd:]))
