@@ -357,6 +357,11 @@ class Conv1d(nn.Module):
                       self.padding, self.dilation, self.groups)
 
 
+def cpu_kernels(source: str, abi: int, signatures: dict):
+    """``native.kernels`` for an MLX model: None on the GPU (the MLX path runs there)."""
+    return None if on_gpu() else native.kernels(source, abi, signatures)
+
+
 def derived(module, name: str, arrays: list, build):
     """``build()``, kept on ``module`` outside its parameter tree and rebuilt when any of
     ``arrays`` is no longer the same object (a load or update replaces parameter arrays): for
@@ -414,7 +419,7 @@ def pad_time(x, left: int, right: int):
     return mx.pad(x, [(0, 0), (left, right), (0, 0)])
 
 
-__all__ = ["cpu_jit_available", "on_gpu", "cpu_streams", "concurrent", "on_stream", "derived", "exp_arith", "tanh_arith", "sigmoid_arith", "tanh_jit",
+__all__ = ["cpu_jit_available", "on_gpu", "cpu_streams", "concurrent", "on_stream", "cpu_kernels", "derived", "exp_arith", "tanh_arith", "sigmoid_arith", "tanh_jit",
            "sigmoid_jit", "exp_nonpos_jit", "activations", "leaky_relu", "Linear", "Conv1d", "ConvTranspose1d",
            "LayerNorm", "ParameterFree", "conv1d", "conv1d_shifted", "conv_transpose1d",
            "transpose_taps", "pad_time"]

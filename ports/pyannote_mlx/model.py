@@ -390,10 +390,8 @@ _NATIVE = {
 def _native(name: str):
     """The C++ kernels of ``name``.cpp, or None: GPU, not Linux, no compiler,
     AUDIO_PORTS_NATIVE=0."""
-    if mlx_layers.on_gpu():
-        return None
     abi, signatures = _NATIVE[name]
-    return native.kernels(str(Path(__file__).with_name(f"{name}.cpp")), abi, signatures)
+    return mlx_layers.cpu_kernels(str(Path(__file__).with_name(f"{name}.cpp")), abi, signatures)
 
 
 def native_lstm():

@@ -208,9 +208,7 @@ _I = ctypes.c_int
 
 def native_estimator():
     """``estimator.cpp`` (ctypes), or None: GPU, not Linux, no compiler, AUDIO_PORTS_NATIVE=0."""
-    if mlx_layers.on_gpu():
-        return None
-    return native.kernels(str(Path(__file__).with_name("estimator.cpp")), 1, {
+    return mlx_layers.cpu_kernels(str(Path(__file__).with_name("estimator.cpp")), 1, {
         "transformer_blocks": ([native.F32] + [_I] * 7 + [ctypes.POINTER(ctypes.c_void_p), _I],
                                _I),
         "resnet_block": ([native.F32] + [_I] * 4 + [native.F32] * 12 + [_I], _I)})

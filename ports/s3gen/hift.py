@@ -55,9 +55,7 @@ _RESBLOCK_SIG = {"resblock": ([native.F32, _I, ctypes.c_long, _I, _I, _I, native
 
 def native_resblock():
     """``resblock.cpp`` (ctypes), or None: GPU, not Linux, no compiler, AUDIO_PORTS_NATIVE=0."""
-    if mlx_layers.on_gpu():
-        return None
-    return native.kernels(str(Path(__file__).with_name("resblock.cpp")), 1, _RESBLOCK_SIG)
+    return mlx_layers.cpu_kernels(str(Path(__file__).with_name("resblock.cpp")), 1, _RESBLOCK_SIG)
 
 
 class ResBlock(nn.Module):
