@@ -6,6 +6,9 @@ compiled once per process (and cached on disk by MAX in ``~/.cache/modular``):
   embedding;
 * the residual attention blocks: one subgraph (``Graph.add_subgraph``), called once per layer
   with that layer's weight prefix (``ops.call``), so compile time does not grow with depth;
+  the attention core (softmax(q k^T) v) is one custom op, ``kernels/attention.mojo``, that
+  never writes the score matrix (MAX 26.7 fuses attention on GPUs only);
+  ``AUDIO_PORTS_MAX_KERNELS=0``, or a failed Mojo build, runs it as MAX ops instead;
 * ``ln_post`` once.
 
 Weights are graph ``Weight``s bound at ``init`` through ``weights_registry``: one compiled graph
@@ -28,6 +31,14 @@ from ports.common.convert import check_keys
 from .config import N_FRAMES, WhisperDims, encoder_shapes
 
 LN_EPS = 1e-5  # torch.nn.LayerNorm default, used by whisper.model.LayerNorm
+
+KERNELS = Path(__file__).parent / "kernels"  # Mojo custom ops, built by MAX from source
+ATTENTION_HEAD_WIDTH = 64  # kernels/attention.mojo's head width (every Whisper model's)
+
+
+def fused_attention_enabled() -> bool:
+    """``AUDIO_PORTS_MAX_KERNELS=0`` runs the encoder's attention as plain MAX ops."""
+    return os.environ.get("AUDIO_PORTS_MAX_KERNELS", "1") != "0"
 
 _lock = threading.Lock()
 _session = None
@@ -76,37 +87,50 @@ def placeholder_layers(shapes: Mapping[str, tuple[int, ...]]):
     return linear, ln
 
 
-def _block(x, T: int, D: int, H: int):
+def _block(x, T: int, D: int, H: int, fused: bool):
     """One pre-LayerNorm residual attention block on (B, T, D), weights as subgraph
-    placeholders (resolved per call through the ``blocks.i.`` prefix)."""
-    _, _, _, _, _, ops = _max()
+    placeholders (resolved per call through the ``blocks.i.`` prefix). ``fused``: the
+    attention core as the custom op of ``kernels/attention.mojo``, else as MAX ops."""
+    _, DeviceRef, _, TensorType, _, ops = _max()
     dh = D // H
     linear, ln = placeholder_layers(block_registry_shapes(D))
 
     qkv = linear(ln(x, "attn_ln"), "attn.qkv")  # one GEMM for q, k, v: (B, T, 3D)
     # whisper scales q and k each by dh**-0.25 (same product as SDPA's 1/sqrt(dh)).
     scale = float(dh) ** -0.25
-    q = ops.permute(ops.reshape(qkv[:, :, 0:D] * scale, (-1, T, H, dh)), [0, 2, 1, 3])
     k = ops.permute(ops.reshape(qkv[:, :, D:2 * D] * scale, (-1, T, H, dh)), [0, 2, 3, 1])
-    v = ops.permute(ops.reshape(qkv[:, :, 2 * D:3 * D], (-1, T, H, dh)), [0, 2, 1, 3])
-    a = _matmul_k_chunked(ops.softmax(q @ k), v, T)  # (B, H, T, dh)
-    x = x + linear(ops.reshape(ops.permute(a, [0, 2, 1, 3]), (-1, T, D)), "attn.out")
+    if fused:  # kernels/attention.mojo: (B, T, H, dh) in and out, no score matrix
+        q = ops.reshape(qkv[:, :, 0:D] * scale, (-1, T, H, dh))
+        v = ops.reshape(qkv[:, :, 2 * D:3 * D], (-1, T, H, dh))
+        a = ops.custom("whisper_attention", DeviceRef.CPU(), [q, k, v],
+                       [TensorType(q.dtype, q.shape, device=DeviceRef.CPU())])[0].tensor
+        a = ops.reshape(a, (-1, T, D))
+    else:
+        q = ops.permute(ops.reshape(qkv[:, :, 0:D] * scale, (-1, T, H, dh)), [0, 2, 1, 3])
+        v = ops.permute(ops.reshape(qkv[:, :, 2 * D:3 * D], (-1, T, H, dh)), [0, 2, 1, 3])
+        a = _matmul_k_chunked(ops.softmax(q @ k), v, T)  # (B, H, T, dh)
+        a = ops.reshape(ops.permute(a, [0, 2, 1, 3]), (-1, T, D))
+    x = x + linear(a, "attn.out")
     h = ops.gelu(linear(ln(x, "mlp_ln"), "mlp.0"), approximate="none")
     return x + linear(h, "mlp.2")
 
 
-def encoder_graph(n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
+def encoder_graph(n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: int,
+                  fused: bool = True):
     """The whole encoder, batch dimension symbolic. Outputs: ln_post (the features), then
     conv1's activation, conv2+pos, and every block's output (buffers the graph materialises
-    anyway; returned for stage-by-stage parity)."""
+    anyway; returned for stage-by-stage parity). ``fused``: attention by the custom op in
+    ``kernels/`` (MAX builds it from source with its Mojo compiler), else by MAX ops."""
     DType, DeviceRef, Graph, TensorType, _, ops = _max()
     dev = DeviceRef.CPU()
     f32 = DType.float32
     T, D, C = n_ctx, n_state, n_mels
     n_in = 2 * T
+    fused = fused and n_state // n_head == ATTENTION_HEAD_WIDTH
 
-    with Graph(f"whisper_encoder_{C}_{T}_{D}_{n_head}_{n_layer}",
-               input_types=[TensorType(f32, ("batch", C, n_in), device=dev)]) as g:
+    with Graph(f"whisper_encoder_{C}_{T}_{D}_{n_head}_{n_layer}" + ("_fused" if fused else ""),
+               input_types=[TensorType(f32, ("batch", C, n_in), device=dev)],
+               custom_extensions=[KERNELS] if fused else []) as g:
         mel = g.inputs[0].tensor
         # conv1 (k3, pad 1) as one GEMM over the im2col of 3 shifted slices, K = 3 * n_mels.
         x = ops.pad(ops.permute(mel, [0, 2, 1]), [0, 0, 1, 1, 0, 0])  # (B, n_in + 2, C)
@@ -121,8 +145,9 @@ def encoder_graph(n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: i
                      approximate="none") + _w("positional_embedding", (T, D))
         outs = [h1, x]
         with g.add_subgraph("whisper_encoder_block",
-                            input_types=[TensorType(f32, ("batch", T, D), device=dev)]) as sub:
-            sub.output(_block(sub.inputs[0].tensor, T, D, n_head))
+                            input_types=[TensorType(f32, ("batch", T, D), device=dev)],
+                            custom_extensions=[KERNELS] if fused else []) as sub:
+            sub.output(_block(sub.inputs[0].tensor, T, D, n_head, fused))
         for i in range(n_layer):
             x = ops.call(sub, x, prefix=f"blocks.{i}.")[0].tensor
             outs.append(x)
@@ -292,8 +317,18 @@ class MaxAudioEncoder:
         self.dims = d = dims
         # The registry arrays must outlive the model: keep them here.
         self._registry = encoder_registry(weights, d.n_audio_layer)
-        c = compiled(encoder_graph, d.n_mels, d.n_audio_ctx, d.n_audio_state, d.n_audio_head,
-                     d.n_audio_layer)
+        shape = (d.n_mels, d.n_audio_ctx, d.n_audio_state, d.n_audio_head, d.n_audio_layer)
+        self.fused_attention = (fused_attention_enabled()
+                                and d.n_audio_state // d.n_audio_head == ATTENTION_HEAD_WIDTH)
+        try:
+            c = compiled(encoder_graph, *shape, self.fused_attention)
+        except Exception as err:  # noqa: BLE001 - the Mojo build of the custom op failed
+            if not self.fused_attention:
+                raise
+            warnings.warn(f"the encoder's fused attention kernel did not build ({err}); "
+                          "running attention as MAX ops (slower, same results)", stacklevel=2)
+            self.fused_attention = False
+            c = compiled(encoder_graph, *shape, False)
         self._model = session().init(c, weights_registry=self._registry)
 
     def _check_mel(self, mel) -> tuple[np.ndarray, bool]:

@@ -79,3 +79,56 @@ def test_weights_with_wrong_dims_or_missing_keys_name_them():
     with pytest.raises(ConversionError, match=r"conv1\.weight \(512, 80, 3\) != expected \(384, 80, 3\)"):
         _, base_sd = random_encoder(dims_for("base"), seed=0)
         M.MaxAudioEncoder(dims, base_sd)
+
+
+def test_attention_is_the_fused_kernel_by_default(random_pair):
+    _, dims, _, _, port = random_pair
+    assert port.fused_attention
+    assert ("encoder_graph", dims.n_mels, dims.n_audio_ctx, dims.n_audio_state,
+            dims.n_audio_head, dims.n_audio_layer, True) in M._compiled
+
+
+def _attention_graph(H):
+    from max.dtype import DType
+    from max.graph import DeviceRef, Graph, TensorType, ops
+
+    dev, f32 = DeviceRef.CPU(), DType.float32
+    q_t = TensorType(f32, ("b", "t", H, 64), device=dev)
+    k_t = TensorType(f32, ("b", H, 64, "s"), device=dev)
+    v_t = TensorType(f32, ("b", "s", H, 64), device=dev)
+    with Graph(f"whisper_attention_test_{H}", input_types=[q_t, k_t, v_t],
+               custom_extensions=[M.KERNELS]) as g:
+        q, k, v = (x.tensor for x in g.inputs)
+        g.output(ops.custom("whisper_attention", dev, [q, k, v],
+                            [TensorType(f32, q.shape, device=dev)])[0].tensor)
+    return g
+
+
+@pytest.mark.parametrize("b,t,s", [(2, 13, 45), (1, 6, 32), (1, 1, 1), (1, 7, 600)])
+def test_attention_kernel_matches_float64(b, t, s):
+    """The custom op alone on shapes with partial row and key tiles: within fp32 rounding of
+    softmax(q k^T) v in float64."""
+    H = 3
+    model = M.session().load(_attention_graph(H))
+    rng = np.random.default_rng(s)
+    q = rng.standard_normal((b, t, H, 64), np.float32)
+    k = rng.standard_normal((b, H, 64, s), np.float32)
+    v = rng.standard_normal((b, s, H, 64), np.float32)
+    got = model.execute(q, k, v)[0].to_numpy()
+    sc = np.einsum("bthd,bhds->bhts", q.astype(np.float64), k.astype(np.float64))
+    p = np.exp(sc - sc.max(-1, keepdims=True))
+    ref = np.einsum("bhts,bshd->bthd", p / p.sum(-1, keepdims=True), v.astype(np.float64))
+    assert np.abs(got - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max())
+
+
+def test_max_ops_attention_matches_openai(monkeypatch):
+    """AUDIO_PORTS_MAX_KERNELS=0: the attention as MAX ops, the same bounds."""
+    monkeypatch.setenv("AUDIO_PORTS_MAX_KERNELS", "0")
+    dims = dims_for("tiny")
+    enc, sd = random_encoder(dims, seed=1)
+    port = M.MaxAudioEncoder(dims, sd)
+    assert not port.fused_attention
+    mel = random_mel(dims, batch=1, seed=3)
+    report = ParityReport("whisper_max")
+    compare_stages(report, "tiny, MAX-ops attention: ", port, torch_stages(enc, mel), mel)
+    report.assert_passed()
