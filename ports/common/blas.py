@@ -115,6 +115,24 @@ def threads(n: int):
         put(before)
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op (OpenMP) threads at ``n`` inside the block, restored after (process-wide).
+    For another runtime's work between small torch ops: torch's idle OpenMP workers spin-wait
+    after each op, and on a small CPU they take the cores that runtime's threads need."""
+    import torch
+
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def import_mlx():
     """``mlx.core`` with the optimized BLAS preloaded."""
     preload_blas()

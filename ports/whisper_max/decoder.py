@@ -22,6 +22,7 @@ from typing import Mapping
 
 import numpy as np
 
+from ports.common.blas import torch_threads
 from ports.common.convert import check_keys
 
 from .config import WhisperDims, decoder_shapes
@@ -35,6 +36,13 @@ from .model import (
     placeholder_layers,
     session,
 )
+
+
+# torch's intra-op threads while openai's search runs around the MAX graphs. Its torch work there
+# is small (logit filters, log-softmax over one vocabulary row, the log-mel); with more threads
+# its idle OpenMP workers spin between ops on the cores MAX's runtime needs: a greedy step of
+# tiny.en measured 15-22 ms at torch's 2 threads, 8-9 ms at 1, on this 2-core box.
+TORCH_THREADS = 1
 
 
 def layer_registry_shapes(D: int) -> dict[str, tuple[int, ...]]:
@@ -295,7 +303,7 @@ def decode(model, decoder: MaxTextDecoder, mel, options=None, **kwargs):
         assert task.decoder.inference is task.inference
         task.decoder.inference = inference
     task.inference = inference
-    with torch.no_grad():
+    with torch.no_grad(), torch_threads(TORCH_THREADS):
         result = task.run(mel)
     return result[0] if single else result
 

@@ -12,16 +12,19 @@ weights; ``decoder="torch"`` uses it for everything.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 from ports.common.audio import check_waveform, load_audio, resample
+from ports.common.blas import torch_threads
 from ports.common.hub import cached_conversion, is_repo_id, resolve_dir
 
 from . import DEFAULT_SOURCE
 from . import convert as conv
+from . import decoder as decoder_mod
 from .config import MODELS, SAMPLE_RATE, WhisperDims
 from .model import MaxAudioEncoder, encoder_weights_from_whisper
 from .streaming import windowed_log_mel
@@ -236,7 +239,11 @@ class WhisperMax:
         if verbose is None and (progress if progress is not None else enabled()):
             verbose = False  # openai-whisper shows its tqdm bar only when verbose is False
         kwargs.setdefault("fp16", False)
-        with windowed_log_mel():  # the same log-mel, one window at a time (bounded memory)
+        # With the MAX decoder torch only does small ops (log-mel, logit filters): at one
+        # thread (decoder.TORCH_THREADS) its idle workers leave the cores to MAX's runtime.
+        threads = (nullcontext() if self.text_decoder is None
+                   else torch_threads(decoder_mod.TORCH_THREADS))
+        with windowed_log_mel(), threads:  # the log-mel one window at a time (bounded memory)
             return whisper.transcribe(self.model, wav, language=language, task=task,
                                       verbose=verbose, **kwargs)
 
