@@ -111,6 +111,24 @@ def test_greedy_and_beam_decode_identical(port, original, features):
         assert abs(got.no_speech_prob - want.no_speech_prob) < 1e-4
 
 
+def test_torch_runs_one_thread_around_the_max_steps(port, features, monkeypatch):
+    """decoder.TORCH_THREADS inside openai's search (its idle OpenMP workers would spin on the
+    cores MAX needs), the caller's count restored after."""
+    from ports.whisper_max import decoder as dec
+
+    seen, step = [], dec.MaxTextDecoder.step
+
+    def spy(self, *args):
+        seen.append(torch.get_num_threads())
+        return step(self, *args)
+
+    monkeypatch.setattr(dec.MaxTextDecoder, "step", spy)
+    before = torch.get_num_threads()
+    port.decode(features[0].numpy(), temperature=0.0, language="en")
+    assert seen and set(seen) == {dec.TORCH_THREADS}
+    assert torch.get_num_threads() == before
+
+
 def test_sampling_with_seed_identical(port, original, features):
     """best-of sampling at a temperature: openai's sampler, same torch seed, same tokens."""
     import whisper
