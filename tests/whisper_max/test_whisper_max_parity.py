@@ -97,7 +97,7 @@ def _attention_graph(H):
     k_t = TensorType(f32, ("b", H, 64, "s"), device=dev)
     v_t = TensorType(f32, ("b", "s", H, 64), device=dev)
     with Graph(f"whisper_attention_test_{H}", input_types=[q_t, k_t, v_t],
-               custom_extensions=[M.KERNELS]) as g:
+               custom_extensions=[M.kernel_package()]) as g:
         q, k, v = (x.tensor for x in g.inputs)
         g.output(ops.custom("whisper_attention", dev, [q, k, v],
                             [TensorType(f32, q.shape, device=dev)])[0].tensor)
