@@ -272,19 +272,17 @@ def encoder_registry(w: Mapping[str, np.ndarray], n_layer: int) -> dict[str, np.
 
 def compiled(build, *shape: int):
     """Compile (once per process, per graph builder and shape) a graph: from this host's
-    artifact cache when it holds one (:func:`_artifact`), else by MAX, then stored there."""
+    artifact cache when it holds one (:func:`_artifact`; the graph is then not even built),
+    else by MAX, then stored there."""
     key = (build.__name__, *shape)
     with _lock:
         c = _compiled.get(key)
     if c is not None:
         return c
-    sess = session()
-    graph = build(*shape)
-    # keyed before compiling: MAX's passes rewrite the graph's module in place
-    path = _artifact(graph) if _artifact_cache_enabled() else None
+    path = _artifact(build, shape) if _artifact_cache_enabled() else None
     c = _load_artifact(path)
     if c is None:
-        c = sess.compile(graph)
+        c = session().compile(build(*shape))
         _store_artifact(path, c)
     with _lock:
         return _compiled.setdefault(key, c)
@@ -292,12 +290,17 @@ def compiled(build, *shape: int):
 
 # Compiled-graph artifacts (MAX ``.mef`` files). Initialising from one takes ~0.03 s, where
 # MAX's own cache still spends 2-3.5 s per graph on a warm start (tiny.en: 7.6 s for the
-# three graphs), most of a one-shot ``ports transcribe``. An artifact holds machine code for
-# the host that built it (AVX-512 here), so the key covers the graph's text, the MAX version
-# and the CPU; weights are not in it (bound at ``init``).
-def _artifact(graph) -> Path:
+# three graphs), most of a one-shot ``ports transcribe``. The key is what determines the
+# graph: the builder and its arguments, the source of the modules that build it and of the
+# Mojo kernels, the MAX version, and the CPU (an artifact holds machine code for the host
+# that built it: AVX-512 here); weights are not in it (bound at ``init``). Keying on these
+# rather than on the graph's text skips building the graph on a warm start, which with the
+# custom op costs ~0.9 s and ~115 MB (MAX loads the kernel library to verify the op).
+def _artifact(build, shape) -> Path:
     import hashlib
+    import inspect
     import platform
+    import sys
     from importlib.metadata import version
 
     from ports.common.hub import cache_dir
@@ -308,8 +311,13 @@ def _artifact(graph) -> Path:
             cpu += "".join(sorted({ln for ln in fh if ln.startswith(("model name", "flags"))}))
     except OSError:
         pass
-    h = hashlib.sha256("\n".join([str(graph), version("max"), cpu]).encode()).hexdigest()
-    return cache_dir("whisper_max") / "graphs" / f"{graph.name}-{h[:20]}.mef"
+    h = hashlib.sha256("\n".join([build.__module__, build.__qualname__, repr(tuple(shape)),
+                                   version("max"), version("mojo-compiler"), cpu]).encode())
+    sources = {Path(__file__), Path(inspect.getfile(sys.modules[build.__module__]))}
+    for src in sorted(sources) + sorted(KERNELS.glob("*.mojo")):
+        h.update(src.name.encode() + b"\0" + src.read_bytes())
+    name = "_".join([build.__name__, *map(str, shape)])
+    return cache_dir("whisper_max") / "graphs" / f"{name}-{h.hexdigest()[:20]}.mef"
 
 
 def _artifact_cache_enabled() -> bool:

@@ -8,9 +8,9 @@ from ports.whisper_max import model as M
 from ports.whisper_max.config import dims_for
 
 
-def _graph():
+def _shape():
     d = dims_for("tiny.en")
-    return dec.cross_kv_graph(d.n_audio_ctx, d.n_text_state, d.n_text_head, d.n_text_layer)
+    return (d.n_audio_ctx, d.n_text_state, d.n_text_head, d.n_text_layer)
 
 
 def _registry(seed=0):
@@ -37,23 +37,28 @@ def cache(tmp_path, monkeypatch):
 
 
 def _compile_via_cache(monkeypatch, forbid_compile: bool):
-    """``compiled()`` as a fresh process would run it (empty in-process table)."""
+    """``compiled()`` as a fresh process would run it (empty in-process table); with
+    ``forbid_compile`` neither building nor compiling the graph is allowed."""
     monkeypatch.setattr(M, "_compiled", {})
+    build = dec.cross_kv_graph
     if forbid_compile:
         def no_compile(*_a, **_k):
             raise AssertionError("compiled although an artifact was stored")
         monkeypatch.setattr(M.session(), "compile", no_compile)
-    d = dims_for("tiny.en")
-    return M.compiled(dec.cross_kv_graph, d.n_audio_ctx, d.n_text_state, d.n_text_head,
-                      d.n_text_layer)
+
+        def build(*_a):  # noqa: F811 - same name: the artifact key includes it
+            raise AssertionError("built the graph although an artifact was stored")
+        build.__module__, build.__qualname__ = dec.cross_kv_graph.__module__, "cross_kv_graph"
+        build.__name__ = "cross_kv_graph"
+    return M.compiled(build, *_shape())
 
 
-def test_artifact_key_is_stable_and_taken_before_compiling(cache):
-    g = _graph()
-    path = M._artifact(g)
-    assert path == M._artifact(_graph())  # a second build of the same graph: the same key
+def test_artifact_key_is_stable_and_names_builder_and_shape(cache):
+    path = M._artifact(dec.cross_kv_graph, _shape())
+    assert path == M._artifact(dec.cross_kv_graph, _shape())  # same builder and shape: same key
     assert path.parent == cache / "whisper_max" / "graphs"
-    assert path.name.startswith(g.name)
+    assert path.name.startswith("cross_kv_graph_1500_384_6_4-")
+    assert M._artifact(dec.cross_kv_graph, (1500, 384, 6, 2)) != path
 
 
 def test_second_start_initialises_from_the_artifact(cache, monkeypatch):
@@ -67,7 +72,7 @@ def test_second_start_initialises_from_the_artifact(cache, monkeypatch):
 
 
 def test_damaged_artifact_is_compiled_again(cache, monkeypatch):
-    path = M._artifact(_graph())
+    path = M._artifact(dec.cross_kv_graph, _shape())
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"not a MEF")
     with pytest.warns(UserWarning, match="compiling again"):
