@@ -135,7 +135,7 @@ def _block(x, T: int, D: int, H: int, fused: bool):
     """One pre-LayerNorm residual attention block on (B, T, D), weights as subgraph
     placeholders (resolved per call through the ``blocks.i.`` prefix). ``fused``: the
     attention core as the custom op of ``kernels/attention.mojo``, else as MAX ops."""
-    _, DeviceRef, _, TensorType, _, ops = _max()
+    DType, DeviceRef, _, TensorType, _, ops = _max()
     dh = D // H
     linear, ln = placeholder_layers(block_registry_shapes(D))
 
@@ -143,15 +143,15 @@ def _block(x, T: int, D: int, H: int, fused: bool):
     # whisper scales q and k each by dh**-0.25 (same product as SDPA's 1/sqrt(dh)).
     scale = float(dh) ** -0.25
     k = ops.permute(ops.reshape(qkv[:, :, D:2 * D] * scale, (-1, T, H, dh)), [0, 2, 3, 1])
-    if fused:  # kernels/attention.mojo: (B, T, H, dh) in and out, no score matrix
-        q = ops.reshape(qkv[:, :, 0:D] * scale, (-1, T, H, dh))
-        v = ops.reshape(qkv[:, :, 2 * D:3 * D], (-1, T, H, dh))
-        a = ops.custom("whisper_attention", DeviceRef.CPU(), [q, k, v],
-                       [TensorType(q.dtype, q.shape, device=DeviceRef.CPU())])[0].tensor
+    v = ops.permute(ops.reshape(qkv[:, :, 2 * D:3 * D], (-1, T, H, dh)), [0, 2, 1, 3])
+    if fused:  # kernels/attention.mojo: q read in place from qkv, no score matrix
+        s = ops.constant(np.array([scale], np.float32), DType.float32, DeviceRef.CPU())
+        a = ops.custom("whisper_attention", DeviceRef.CPU(), [qkv, k, v, s],
+                       [TensorType(DType.float32, [qkv.shape[0], T, H, dh],
+                                   device=DeviceRef.CPU())])[0].tensor
         a = ops.reshape(a, (-1, T, D))
     else:
         q = ops.permute(ops.reshape(qkv[:, :, 0:D] * scale, (-1, T, H, dh)), [0, 2, 1, 3])
-        v = ops.permute(ops.reshape(qkv[:, :, 2 * D:3 * D], (-1, T, H, dh)), [0, 2, 1, 3])
         a = _matmul_k_chunked(ops.softmax(q @ k), v, T)  # (B, H, T, dh)
         a = ops.reshape(ops.permute(a, [0, 2, 1, 3]), (-1, T, D))
     x = x + linear(a, "attn.out")
