@@ -135,3 +135,19 @@ def test_max_ops_attention_matches_openai(monkeypatch):
     report = ParityReport("whisper_max")
     compare_stages(report, "tiny, MAX-ops attention: ", port, torch_stages(enc, mel), mel)
     report.assert_passed()
+
+
+def test_failed_kernel_build_falls_back_with_a_warning(monkeypatch):
+    """A Mojo build failure (no compiler, a read-only cache) costs speed, not the model."""
+    def broken():
+        raise RuntimeError("mojo: error: simulated build failure")
+
+    monkeypatch.setattr(M, "kernel_package", broken)
+    # the fused graphs built, as on a cold start (the MAX-ops one may stay: it needs no kernel)
+    monkeypatch.setattr(M, "_compiled", {k: v for k, v in M._compiled.items() if k[-1] is not True})
+    monkeypatch.setenv("AUDIO_PORTS_MAX_ARTIFACTS", "0")
+    dims = dims_for("tiny")
+    _, sd = random_encoder(dims, seed=1)
+    with pytest.warns(UserWarning, match="simulated build failure"):
+        port = M.MaxAudioEncoder(dims, sd)
+    assert not port.fused_attention
