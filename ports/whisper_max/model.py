@@ -36,7 +36,9 @@ LN_EPS = 1e-5  # torch.nn.LayerNorm default, used by whisper.model.LayerNorm
 KERNELS = Path(__file__).parent / "kernels"  # Mojo custom ops, built by MAX from source
 ATTENTION_HEAD_WIDTH = 64  # kernels/attention.mojo's head width (every Whisper model's)
 
-
+_lock = threading.Lock()
+_session = None
+_compiled: dict[tuple, object] = {}
 _kernel_package: Path | None = None
 
 
@@ -83,10 +85,6 @@ def kernel_package() -> Path:
 def fused_attention_enabled() -> bool:
     """``AUDIO_PORTS_MAX_KERNELS=0`` runs the encoder's attention as plain MAX ops."""
     return os.environ.get("AUDIO_PORTS_MAX_KERNELS", "1") != "0"
-
-_lock = threading.Lock()
-_session = None
-_compiled: dict[tuple, object] = {}
 
 
 def _max():

@@ -130,9 +130,7 @@ class WhisperMax:
                             for k, v in sd.items() if k.startswith("decoder.")}
         self.text_decoder = None
         if decoder == "max":
-            from .decoder import MaxTextDecoder
-
-            self.text_decoder = MaxTextDecoder(dims, self._decoder_sd)
+            self.text_decoder = decoder_mod.MaxTextDecoder(dims, self._decoder_sd)
         self._alignment_heads = alignment_heads
         self._model = None
 
