@@ -9,7 +9,7 @@ import sys, time
 from ports.whisper_max import model as M, decoder as D
 from ports.whisper_max.config import dims_for
 d = dims_for(sys.argv[2] if len(sys.argv) > 2 else "tiny.en")
-b = {"enc": (M.encoder_graph, (d.n_mels, d.n_audio_ctx, d.n_audio_state, d.n_audio_head, d.n_audio_layer, M.fused_attention_enabled())),
+b = {"enc": (M.encoder_graph, (d.n_mels, d.n_audio_ctx, d.n_audio_state, d.n_audio_head, d.n_audio_layer, M.fused_attention_enabled(d.n_audio_state, d.n_audio_head))),
      "step": (D.step_graph, (d.n_vocab, d.n_text_ctx, d.n_text_state, d.n_text_head, d.n_text_layer, d.n_audio_ctx)),
      "cross": (D.cross_kv_graph, (d.n_audio_ctx, d.n_text_state, d.n_text_head, d.n_text_layer))}
 t = time.perf_counter(); p = time.process_time()

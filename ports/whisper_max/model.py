@@ -42,6 +42,16 @@ _compiled: dict[tuple, object] = {}
 _kernel_package: Path | None = None
 
 
+def _kernel_sources() -> list[Path]:
+    return sorted(KERNELS.glob("*.mojo"))
+
+
+def _hash_sources(h, paths) -> None:
+    """Feed each file's name and bytes to the hash ``h`` (cache keys that follow the source)."""
+    for src in paths:
+        h.update(src.name.encode() + b"\0" + src.read_bytes())
+
+
 def kernel_package() -> Path:
     """``kernels/`` precompiled (``mojo precompile``) once per kernel source and Mojo compiler
     into this host's cache, as the ``.mojoc`` the graphs load. MAX's own handling of a source
@@ -59,8 +69,7 @@ def kernel_package() -> Path:
     from ports.common.hub import cache_dir
 
     h = hashlib.sha256(version("mojo-compiler").encode())
-    for src in sorted(KERNELS.glob("*.mojo")):
-        h.update(src.name.encode() + b"\0" + src.read_bytes())
+    _hash_sources(h, _kernel_sources())
     out = cache_dir("whisper_max") / "kernels" / f"whisper_kernels_{h.hexdigest()[:20]}.mojoc"
     if not out.is_file():
         from mojo.paths import MojoCompilationError
@@ -82,9 +91,11 @@ def kernel_package() -> Path:
     return out
 
 
-def fused_attention_enabled() -> bool:
-    """``AUDIO_PORTS_MAX_KERNELS=0`` runs the encoder's attention as plain MAX ops."""
-    return os.environ.get("AUDIO_PORTS_MAX_KERNELS", "1") != "0"
+def fused_attention_enabled(n_state: int, n_head: int) -> bool:
+    """Whether the encoder's attention runs as the custom op: its head width is the kernel's,
+    and ``AUDIO_PORTS_MAX_KERNELS=0`` (plain MAX ops) is not set."""
+    return (n_state // n_head == ATTENTION_HEAD_WIDTH
+            and os.environ.get("AUDIO_PORTS_MAX_KERNELS", "1") != "0")
 
 
 def _max():
@@ -168,7 +179,9 @@ def encoder_graph(n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: i
     f32 = DType.float32
     T, D, C = n_ctx, n_state, n_mels
     n_in = 2 * T
-    fused = fused and n_state // n_head == ATTENTION_HEAD_WIDTH
+    if fused and n_state // n_head != ATTENTION_HEAD_WIDTH:
+        raise ValueError(f"the fused attention kernel needs a head width of "
+                         f"{ATTENTION_HEAD_WIDTH}, got {n_state // n_head}")
 
     with Graph(f"whisper_encoder_{C}_{T}_{D}_{n_head}_{n_layer}" + ("_fused" if fused else ""),
                input_types=[TensorType(f32, ("batch", C, n_in), device=dev)],
@@ -312,8 +325,7 @@ def _artifact(build, shape) -> Path:
     h = hashlib.sha256("\n".join([build.__module__, build.__qualname__, repr(tuple(shape)),
                                    version("max"), version("mojo-compiler"), cpu]).encode())
     sources = {Path(__file__), Path(inspect.getfile(sys.modules[build.__module__]))}
-    for src in sorted(sources) + sorted(KERNELS.glob("*.mojo")):
-        h.update(src.name.encode() + b"\0" + src.read_bytes())
+    _hash_sources(h, sorted(sources) + _kernel_sources())
     name = "_".join([build.__name__, *map(str, shape)])
     return cache_dir("whisper_max") / "graphs" / f"{name}-{h.hexdigest()[:20]}.mef"
 
@@ -368,8 +380,7 @@ class MaxAudioEncoder:
         # The registry arrays must outlive the model: keep them here.
         self._registry = encoder_registry(weights, d.n_audio_layer)
         shape = (d.n_mels, d.n_audio_ctx, d.n_audio_state, d.n_audio_head, d.n_audio_layer)
-        self.fused_attention = (fused_attention_enabled()
-                                and d.n_audio_state // d.n_audio_head == ATTENTION_HEAD_WIDTH)
+        self.fused_attention = fused_attention_enabled(d.n_audio_state, d.n_audio_head)
         try:
             c = compiled(encoder_graph, *shape, self.fused_attention)
         except Exception as err:  # noqa: BLE001 - the Mojo build of the custom op failed
